@@ -1,0 +1,60 @@
+"""Builds the FastAPI application: routes, error handlers, and the engine output task."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from sluice import __version__
+from sluice.api import tgi_routes
+from sluice.api.error_mapping import error_body, status_for
+from sluice.api.state import ServingState
+from sluice.errors import SluiceError
+
+
+def create_app(state: ServingState) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(state.client.run_output_loop())
+        yield
+        task.cancel()
+
+    app = FastAPI(title="Text Generation Inference", version=__version__, lifespan=lifespan)
+    app.state.serving = state
+    app.include_router(tgi_routes.router)
+    app.add_exception_handler(RequestValidationError, _malformed_body)
+    app.add_exception_handler(SluiceError, _sluice_error)
+    return app
+
+
+async def _malformed_body(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    problems = error.errors()
+    if any(p.get("type") == "json_invalid" for p in problems):
+        detail = "; ".join(str(p.get("msg", "")) for p in problems)
+        return JSONResponse(
+            {
+                "error": f"Failed to parse the request body as JSON: {detail}",
+                "error_type": "validation",
+            },
+            status_code=400,
+        )
+    detail = "; ".join(
+        f"{'.'.join(str(part) for part in p.get('loc', ())[1:])}: {p.get('msg', '')}"
+        for p in problems
+    )
+    return JSONResponse(
+        {
+            "error": f"Failed to deserialize the JSON body into the target type: {detail}",
+            "error_type": "validation",
+        },
+        status_code=422,
+    )
+
+
+async def _sluice_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, SluiceError)
+    return JSONResponse(error_body(error), status_code=status_for(error))

@@ -1,0 +1,33 @@
+"""SluiceError class -> HTTP status, in one table (TGI's router does the same)."""
+
+from typing import Final
+
+from sluice.errors import (
+    EngineDeadError,
+    GenerationError,
+    IncompleteGenerationError,
+    NotReadyError,
+    OverloadedError,
+    SluiceError,
+    ValidationError,
+)
+
+STATUS_BY_ERROR: Final[dict[type[SluiceError], int]] = {
+    ValidationError: 422,
+    OverloadedError: 429,
+    GenerationError: 424,
+    EngineDeadError: 424,
+    IncompleteGenerationError: 500,
+    NotReadyError: 503,
+}
+
+
+def status_for(error: SluiceError) -> int:
+    for error_class in type(error).__mro__:
+        if error_class in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[error_class]
+    return 500
+
+
+def error_body(error: SluiceError) -> dict[str, str]:
+    return {"error": str(error), "error_type": error.error_type}

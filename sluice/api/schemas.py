@@ -1,0 +1,108 @@
+"""Request and response bodies of the native TGI routes, with TGI's field names and defaults.
+
+pydantic validates untrusted JSON here and gives the OpenAPI schema; nothing below `api/`
+sees these models."""
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class GenerateParameters(BaseModel):
+    best_of: int | None = Field(None, ge=0)
+    decoder_input_details: bool = False
+    details: bool = False
+    do_sample: bool = False
+    frequency_penalty: float | None = None
+    grammar: dict[str, object] | None = None
+    max_new_tokens: int | None = Field(None, ge=0, lt=2**32)
+    repetition_penalty: float | None = None
+    return_full_text: bool | None = None
+    seed: int | None = Field(None, ge=0, lt=2**64)
+    stop: list[str] = Field(default_factory=list)
+    temperature: float | None = None
+    top_k: int | None = None
+    top_n_tokens: int | None = Field(None, ge=0)
+    top_p: float | None = None
+    truncate: int | None = Field(None, ge=0)
+    typical_p: float | None = None
+    watermark: bool = False
+    adapter_id: str | None = None
+
+
+DEFAULT_PARAMETERS = GenerateParameters(do_sample=True)
+"""TGI's quirk: with the whole `parameters` object absent, sampling is on."""
+
+
+class GenerateRequest(BaseModel):
+    inputs: str
+    parameters: GenerateParameters = Field(default_factory=lambda: DEFAULT_PARAMETERS)
+    stream: bool = False
+
+
+class Token(BaseModel):
+    id: int
+    text: str
+    logprob: float | None
+    special: bool
+
+
+class PrefillToken(BaseModel):
+    id: int
+    text: str
+    logprob: float | None
+
+
+FinishReasonName = Literal["length", "eos_token", "stop_sequence"]
+
+
+class Details(BaseModel):
+    finish_reason: FinishReasonName
+    generated_tokens: int
+    seed: int | None
+    prefill: list[PrefillToken]
+    tokens: list[Token]
+
+
+class GenerateResponse(BaseModel):
+    generated_text: str
+    details: Details | None = None
+
+
+class StreamDetails(BaseModel):
+    finish_reason: FinishReasonName
+    generated_tokens: int
+    seed: int | None
+    input_length: int
+
+
+class StreamResponse(BaseModel):
+    index: int
+    token: Token
+    generated_text: str | None
+    details: StreamDetails | None
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    error_type: str
+
+
+class Info(BaseModel):
+    model_id: str
+    model_sha: str | None
+    model_pipeline_tag: str | None
+    model_dtype: str
+    model_device_type: str
+    max_concurrent_requests: int
+    max_best_of: int
+    max_stop_sequences: int
+    max_input_tokens: int
+    max_total_tokens: int
+    max_batch_total_tokens: int
+    validation_workers: int
+    max_client_batch_size: int
+    router: str
+    version: str
+    sha: str | None
+    docker_label: str | None

@@ -1,0 +1,40 @@
+"""What the routes share: the engine client, the tokenizer, limits, permits and metrics."""
+
+from dataclasses import dataclass, field
+
+from transformers import PreTrainedTokenizerBase
+
+from sluice.api.metrics import ServerMetrics
+from sluice.config import SluiceConfig
+from sluice.errors import NotReadyError, OverloadedError
+from sluice.frontend.engine_client import EngineClient
+from sluice.frontend.input_processor import InputProcessor
+
+
+@dataclass(slots=True)
+class ServingState:
+    config: SluiceConfig
+    model_id: str
+    model_sha: str | None
+    tokenizer: PreTrainedTokenizerBase
+    client: EngineClient
+    metrics: ServerMetrics = field(default_factory=ServerMetrics)
+    _num_in_flight: int = 0
+    _processor: InputProcessor | None = None
+
+    @property
+    def processor(self) -> InputProcessor:
+        if not self.client.is_healthy:
+            raise NotReadyError(self.client.failure or "the model is still loading")
+        if self._processor is None:
+            self._processor = InputProcessor(self.tokenizer, self.client.limits)
+        return self._processor
+
+    def take_permit(self) -> None:
+        """Count a request in flight, or refuse it (429) at the limit."""
+        if self._num_in_flight >= self.config.scheduler.max_concurrent_requests:
+            raise OverloadedError()
+        self._num_in_flight += 1
+
+    def release_permit(self) -> None:
+        self._num_in_flight -= 1

@@ -1,0 +1,242 @@
+"""TGI's native routes: /generate, /generate_stream, /info, /health, /metrics.
+
+Errors before a stream starts get a status code and a JSON body; once a stream has started,
+errors travel in-band as an SSE event and the status stays 200, as in TGI."""
+
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from sluice import __version__
+from sluice.api.error_mapping import error_body, status_for
+from sluice.api.schemas import (
+    Details,
+    ErrorResponse,
+    GenerateParameters,
+    GenerateRequest,
+    GenerateResponse,
+    Info,
+    StreamDetails,
+    StreamResponse,
+    Token,
+)
+from sluice.api.sse import sse_event
+from sluice.api.state import ServingState
+from sluice.errors import SluiceError, ValidationError
+from sluice.frontend.generation import GeneratedToken, generate_tokens
+from sluice.frontend.input_processor import GenerationParameters, ValidatedRequest
+
+router = APIRouter()
+
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorResponse} for code in (422, 424, 429, 500)
+}
+
+# Parameters TGI accepts that sluice does not implement yet: refused rather than ignored.
+NOT_YET_SUPPORTED = (
+    "frequency_penalty",
+    "grammar",
+    "repetition_penalty",
+    "top_n_tokens",
+    "typical_p",
+    "adapter_id",
+)
+
+
+def _state(request: Request) -> ServingState:
+    state: ServingState = request.app.state.serving
+    return state
+
+
+@router.get("/health", include_in_schema=True)
+@router.get("/", include_in_schema=False)
+@router.get("/ping", include_in_schema=False)
+async def health(request: Request) -> Response:
+    if _state(request).client.is_healthy:
+        return Response(status_code=200)
+    return JSONResponse({"error": "unhealthy", "error_type": "healthcheck"}, status_code=503)
+
+
+@router.get("/info", response_model=Info)
+async def info(request: Request) -> Info:
+    state = _state(request)
+    limits = state.processor.limits
+    ready = state.client.ready_info
+    assert ready is not None  # the processor exists only once the engine is ready
+    return Info(
+        model_id=state.model_id,
+        model_sha=state.model_sha,
+        model_pipeline_tag=None,
+        model_dtype=f"torch.{ready.dtype}",
+        model_device_type=ready.device,
+        max_concurrent_requests=state.config.scheduler.max_concurrent_requests,
+        max_best_of=1,
+        max_stop_sequences=0,
+        max_input_tokens=limits.max_input_tokens,
+        max_total_tokens=limits.max_total_tokens,
+        max_batch_total_tokens=limits.max_batch_total_tokens,
+        validation_workers=1,
+        max_client_batch_size=1,
+        router="text-generation-router",
+        version=__version__,
+        sha=None,
+        docker_label=None,
+    )
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(_state(request).metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+@router.post("/generate", response_model=GenerateResponse, responses=ERROR_RESPONSES)
+async def generate(request: Request, body: GenerateRequest) -> Response:
+    state = _state(request)
+    started = time.perf_counter()
+    state.metrics.request_count.inc()
+    try:
+        state.take_permit()
+    except SluiceError as error:
+        return _error_response(state, error)
+    try:
+        validated = _validate(state, body, streaming=False)
+        tokens = [
+            token async for token in generate_tokens(state.client, state.tokenizer, validated)
+        ]
+    except SluiceError as error:
+        return _error_response(state, error)
+    finally:
+        state.release_permit()
+    state.metrics.request_success.inc()
+    state.metrics.request_duration.observe(time.perf_counter() - started)
+    text = tokens[-1].generated_text
+    if body.parameters.return_full_text:
+        text = body.inputs + text
+    if body.parameters.details or body.parameters.decoder_input_details:
+        response = GenerateResponse(generated_text=text, details=_details(tokens, validated))
+    else:
+        response = GenerateResponse(generated_text=text)
+    return JSONResponse(response.model_dump(exclude_unset=True))
+
+
+@router.post("/generate_stream", responses={200: {"content": {"text/event-stream": {}}}})
+async def generate_stream(request: Request, body: GenerateRequest) -> StreamingResponse:
+    state = _state(request)
+    state.metrics.request_count.inc()
+    return StreamingResponse(
+        _stream_events(state, body),
+        media_type="text/event-stream",
+        headers={"X-Accel-Buffering": "no"},
+    )
+
+
+async def _stream_events(state: ServingState, body: GenerateRequest) -> AsyncIterator[bytes]:
+    started = time.perf_counter()
+    try:
+        state.take_permit()
+    except SluiceError as error:
+        _count_failure(state, error)
+        yield sse_event(error_body(error))
+        return
+    try:
+        validated = _validate(state, body, streaming=True)
+        async for token in generate_tokens(state.client, state.tokenizer, validated):
+            yield sse_event(_stream_event(token, body, validated))
+    except SluiceError as error:
+        _count_failure(state, error)
+        yield sse_event(error_body(error))
+        return
+    finally:
+        state.release_permit()
+    state.metrics.request_success.inc()
+    state.metrics.request_duration.observe(time.perf_counter() - started)
+
+
+def _validate(state: ServingState, body: GenerateRequest, *, streaming: bool) -> ValidatedRequest:
+    params = body.parameters
+    if streaming and params.best_of not in (None, 1):
+        raise ValidationError("`best_of` != 1 is not supported when streaming tokens")
+    if streaming and params.decoder_input_details:
+        raise ValidationError(
+            "`decoder_input_details` == true is not supported when streaming tokens"
+        )
+    _refuse_unsupported(params)
+    return state.processor.process(
+        body.inputs,
+        GenerationParameters(
+            do_sample=params.do_sample,
+            max_new_tokens=params.max_new_tokens,
+            temperature=params.temperature,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            seed=params.seed,
+            truncate=params.truncate,
+            return_full_text=params.return_full_text,
+            details=params.details,
+            decoder_input_details=params.decoder_input_details,
+        ),
+    )
+
+
+def _refuse_unsupported(params: GenerateParameters) -> None:
+    set_fields = params.model_fields_set
+    for name in NOT_YET_SUPPORTED:
+        if name in set_fields and getattr(params, name) not in (None, 0, 1.0):
+            raise ValidationError(f"`{name}` is not supported by this server yet")
+    if params.best_of not in (None, 0, 1):
+        raise ValidationError("`best_of` != 1 is not supported by this server yet")
+    if params.stop:
+        raise ValidationError("`stop` is not supported by this server yet")
+    if params.watermark:
+        raise ValidationError("`watermark` is not supported by this server yet")
+
+
+def _stream_event(
+    token: GeneratedToken, body: GenerateRequest, validated: ValidatedRequest
+) -> dict[str, object]:
+    event = StreamResponse(
+        index=token.index,
+        token=_wire_token(token),
+        generated_text=None,
+        details=None,
+    )
+    if token.finish_reason is not None:
+        text = token.generated_text
+        event.generated_text = body.inputs + text if body.parameters.return_full_text else text
+        if body.parameters.details:
+            event.details = StreamDetails(
+                finish_reason=token.finish_reason.value,
+                generated_tokens=token.index,
+                seed=validated.sampling.seed,
+                input_length=len(validated.prompt_token_ids),
+            )
+    return event.model_dump()
+
+
+def _details(tokens: list[GeneratedToken], validated: ValidatedRequest) -> Details:
+    finish_reason = tokens[-1].finish_reason
+    assert finish_reason is not None  # generate_tokens ends with the finishing token
+    return Details(
+        finish_reason=finish_reason.value,
+        generated_tokens=len(tokens),
+        seed=validated.sampling.seed,
+        prefill=[],
+        tokens=[_wire_token(token) for token in tokens],
+    )
+
+
+def _wire_token(token: GeneratedToken) -> Token:
+    return Token(
+        id=token.token_id, text=token.text, logprob=token.logprob, special=token.is_special
+    )
+
+
+def _count_failure(state: ServingState, error: SluiceError) -> None:
+    state.metrics.request_failure.labels(error.error_type).inc()
+
+
+def _error_response(state: ServingState, error: SluiceError) -> JSONResponse:
+    _count_failure(state, error)
+    return JSONResponse(error_body(error), status_code=status_for(error))

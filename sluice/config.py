@@ -1,0 +1,139 @@
+"""Launcher settings as frozen values, and the cross-checks between them.
+
+`cli.py` fills these from flags and TGI's environment variables; components receive the
+sub-config they need. Facts found at start-up (KV capacity, effective token limits) live in
+`ServingLimits`, never written back into a config."""
+
+from dataclasses import dataclass, field
+from typing import Final
+
+from sluice.errors import ConfigError
+
+DEFAULT_MODEL_ID: Final = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DTYPES: Final = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    model_id: str = DEFAULT_MODEL_ID
+    """Hub id, local directory (HF layout) or GGUF file (TGI: MODEL_ID)."""
+    revision: str | None = None
+    """Hub branch, tag or commit (TGI: REVISION)."""
+    dtype: str | None = None
+    """Activation and weight dtype; None picks the fastest correct one for the device."""
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    max_concurrent_requests: int = 128
+    """Requests in flight at once; more get 429 (TGI: MAX_CONCURRENT_REQUESTS)."""
+    max_input_tokens: int | None = None
+    """Longest prompt in tokens; None derives max_total_tokens - 1, capped by the prefill budget."""
+    max_total_tokens: int | None = None
+    """Prompt plus generated tokens per request; None derives it from the model and KV cache."""
+    max_batch_prefill_tokens: int = 4096
+    """Tokens computed in one step, decodes and prompt chunks together."""
+    max_batch_total_tokens: int | None = None
+    """KV cache capacity in tokens; None derives it from the memory there is."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    hostname: str = "0.0.0.0"
+    port: int = 3000
+
+
+@dataclass(frozen=True, slots=True)
+class SluiceConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+
+    def __post_init__(self) -> None:
+        check_config(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ServingLimits:
+    """Effective limits after the engine has loaded the model and sized its KV cache."""
+
+    max_input_tokens: int
+    max_total_tokens: int
+    max_batch_prefill_tokens: int
+    max_batch_total_tokens: int
+    block_size: int
+    num_kv_blocks: int
+
+
+def check_config(config: SluiceConfig) -> None:
+    """Reject settings that contradict each other, naming the flags involved."""
+    if config.model.dtype is not None and config.model.dtype not in DTYPES:
+        raise ConfigError(f"`--dtype` must be one of {', '.join(DTYPES)}; got {config.model.dtype}")
+    if not 0 < config.server.port < 65536:
+        raise ConfigError(f"`--port` must be between 1 and 65535; got {config.server.port}")
+    sched = config.scheduler
+    _require_positive("--max-concurrent-requests", sched.max_concurrent_requests)
+    _require_positive("--max-batch-prefill-tokens", sched.max_batch_prefill_tokens)
+    for flag, value in (
+        ("--max-input-tokens", sched.max_input_tokens),
+        ("--max-total-tokens", sched.max_total_tokens),
+        ("--max-batch-total-tokens", sched.max_batch_total_tokens),
+    ):
+        if value is not None:
+            _require_positive(flag, value)
+    max_input, max_total = sched.max_input_tokens, sched.max_total_tokens
+    if max_input is not None and max_total is not None and max_input >= max_total:
+        raise ConfigError(
+            f"`--max-input-tokens` ({max_input}) must be < `--max-total-tokens` ({max_total})"
+        )
+    if max_input is not None and max_input > sched.max_batch_prefill_tokens:
+        raise ConfigError(
+            "`--max-batch-prefill-tokens` must be >= `--max-input-tokens`. "
+            f"Given: {sched.max_batch_prefill_tokens} and {max_input}"
+        )
+    batch_total = sched.max_batch_total_tokens
+    if batch_total is not None:
+        if max_total is not None and max_total > batch_total:
+            raise ConfigError(
+                "`--max-total-tokens` must be <= `--max-batch-total-tokens`. "
+                f"Given: {max_total} and {batch_total}"
+            )
+        if sched.max_batch_prefill_tokens > batch_total:
+            raise ConfigError(
+                "`--max-batch-prefill-tokens` must be <= `--max-batch-total-tokens`. "
+                f"Given: {sched.max_batch_prefill_tokens} and {batch_total}"
+            )
+
+
+def derive_limits(
+    sched: SchedulerConfig,
+    *,
+    kv_capacity_tokens: int,
+    max_position_embeddings: int,
+    block_size: int,
+) -> ServingLimits:
+    """Fill the token limits the user left unset, as TGI's warm-up does, and check they fit."""
+    max_total = sched.max_total_tokens or min(kv_capacity_tokens, max_position_embeddings)
+    if max_total > kv_capacity_tokens:
+        raise ConfigError(
+            f"Not enough memory to handle `max_total_tokens={max_total}`: the KV cache holds "
+            f"{kv_capacity_tokens} tokens"
+        )
+    max_input = sched.max_input_tokens or min(max_total - 1, sched.max_batch_prefill_tokens)
+    if max_input >= max_total:
+        raise ConfigError(
+            f"`--max-input-tokens` ({max_input}) must be < `--max-total-tokens` ({max_total})"
+        )
+    return ServingLimits(
+        max_input_tokens=max_input,
+        max_total_tokens=max_total,
+        max_batch_prefill_tokens=sched.max_batch_prefill_tokens,
+        max_batch_total_tokens=kv_capacity_tokens,
+        block_size=block_size,
+        num_kv_blocks=kv_capacity_tokens // block_size,
+    )
+
+
+def _require_positive(flag: str, value: int) -> None:
+    if value <= 0:
+        raise ConfigError(f"`{flag}` must be > 0; got {value}")

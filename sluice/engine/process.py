@@ -1,0 +1,117 @@
+"""Entry point of the engine process: load the model, size the KV cache, report readiness,
+then run the busy loop. Any start-up failure is reported to the API process as one line."""
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from sluice.config import SluiceConfig, derive_limits
+from sluice.distributed.parallel_context import SINGLE_DEVICE
+from sluice.engine.core import EngineCore
+from sluice.engine.kv_cache.manager import KVCacheManager
+from sluice.engine.scheduler import Scheduler, SchedulerLimits
+from sluice.errors import SluiceError
+from sluice.ipc.messages import EngineFailed, EngineReady
+from sluice.ipc.transport import EngineChannel, IpcAddresses
+from sluice.log import configure_logging
+from sluice.model.attention.torch_sdpa import TorchSdpaBackend
+from sluice.model.kv_cache import KVCacheSpec
+from sluice.model.loader import load_model, read_hf_config, resolve_dtype
+from sluice.model.runner import ModelRunner
+
+logger = logging.getLogger(__name__)
+
+BLOCK_SIZE = 16
+CPU_KV_CACHE_MAX_BYTES = 2 << 30
+CPU_KV_CACHE_MEMORY_FRACTION = 0.2
+CUDA_KV_CACHE_MEMORY_FRACTION = 0.9
+
+
+@dataclass(frozen=True, slots=True)
+class EngineLaunch:
+    """Everything the engine process needs, sent to it at spawn."""
+
+    config: SluiceConfig
+    model_path: Path
+    addresses: IpcAddresses
+
+
+def run_engine_process(launch: EngineLaunch) -> None:
+    configure_logging("engine")
+    channel = EngineChannel(launch.addresses)
+    try:
+        core, ready = _start_engine(launch, channel)
+    except (SluiceError, ValueError, OSError, RuntimeError) as error:
+        logger.exception("engine failed to start")
+        channel.send(EngineFailed(message=str(error)))
+        channel.close()
+        sys.exit(1)
+    channel.send(ready)
+    core.run_forever()
+    channel.close()
+
+
+def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineCore, EngineReady]:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = resolve_dtype(launch.config.model.dtype, device)
+    backend = TorchSdpaBackend()
+    hf_config = read_hf_config(launch.model_path)
+    model = load_model(
+        launch.model_path, dtype=dtype, device=device, parallel=SINGLE_DEVICE, backend=backend
+    )
+    head_dim = getattr(hf_config, "head_dim", None) or (
+        hf_config.hidden_size // hf_config.num_attention_heads
+    )
+    spec = KVCacheSpec(hf_config.num_hidden_layers, hf_config.num_key_value_heads, head_dim, dtype)
+    sched_config = launch.config.scheduler
+    capacity = sched_config.max_batch_total_tokens or _kv_capacity_from_memory(spec, device)
+    num_blocks = capacity // BLOCK_SIZE
+    limits = derive_limits(
+        sched_config,
+        kv_capacity_tokens=num_blocks * BLOCK_SIZE,
+        max_position_embeddings=hf_config.max_position_embeddings,
+        block_size=BLOCK_SIZE,
+    )
+    kv_caches = spec.allocate(num_blocks, BLOCK_SIZE, device)
+    logger.info(
+        "KV cache: %d blocks of %d tokens (%.0f MB); max_input_tokens=%d max_total_tokens=%d",
+        num_blocks,
+        BLOCK_SIZE,
+        num_blocks * BLOCK_SIZE * spec.bytes_per_token / 1e6,
+        limits.max_input_tokens,
+        limits.max_total_tokens,
+    )
+    runner = ModelRunner(model, backend, kv_caches, BLOCK_SIZE, device)
+    scheduler = Scheduler(
+        SchedulerLimits(max_step_tokens=limits.max_batch_prefill_tokens),
+        KVCacheManager(num_blocks, BLOCK_SIZE),
+    )
+    ready = EngineReady(limits=limits, dtype=str(dtype).removeprefix("torch."), device=device.type)
+    return EngineCore(scheduler, runner, channel), ready
+
+
+def _kv_capacity_from_memory(spec: KVCacheSpec, device: torch.device) -> int:
+    """KV tokens that fit in the memory left once the model is loaded."""
+    if device.type == "cuda":
+        free_bytes, _ = torch.cuda.mem_get_info(device)
+        budget = int(free_bytes * CUDA_KV_CACHE_MEMORY_FRACTION)
+    else:
+        budget = min(
+            int(_available_memory_bytes() * CPU_KV_CACHE_MEMORY_FRACTION), CPU_KV_CACHE_MAX_BYTES
+        )
+    return budget // spec.bytes_per_token
+
+
+def _available_memory_bytes() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")

@@ -1,0 +1,165 @@
+"""Decides which requests run in the next step and how many tokens each computes.
+
+There are no prefill and decode phases: each request's computed tokens catch up with its known
+tokens (prompt + output) within a per-step token budget, so a prompt longer than the budget is
+prefilled in chunks across steps while running requests keep decoding. Running requests go
+first, oldest first; waiting requests are admitted in arrival order while budget and KV blocks
+last. When blocks run out, the most recently admitted request is preempted: its blocks are
+freed and it recomputes later. Knows nothing about tensors; talks to the cache only through
+KVCacheManager."""
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sluice.engine.kv_cache.manager import KVCacheManager
+from sluice.engine.request import Request, RequestId, RequestStatus
+from sluice.ipc.messages import FinishReason, RequestOutput
+from sluice.model.step import RunnerOutput, ScheduledRequest, StepPlan
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerLimits:
+    max_step_tokens: int
+    """Tokens computed per step, decodes and prompt chunks together."""
+
+
+class Scheduler:
+    def __init__(self, limits: SchedulerLimits, kv_cache: KVCacheManager) -> None:
+        self.limits = limits
+        self.kv_cache = kv_cache
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self._requests: dict[RequestId, Request] = {}
+        self._finished_ids: list[RequestId] = []
+        self.num_preemptions = 0
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def add_request(self, request: Request) -> None:
+        self._requests[request.request_id] = request
+        self.waiting.append(request)
+
+    def abort(self, request_ids: Iterable[RequestId]) -> None:
+        """Forget these requests and free their blocks; unknown ids are already gone."""
+        for request_id in request_ids:
+            request = self._requests.get(request_id)
+            if request is not None:
+                self._finish(request, reason=None)
+
+    def schedule(self) -> StepPlan:
+        budget = self.limits.max_step_tokens
+        scheduled: list[Request] = []
+        num_new: dict[RequestId, int] = {}
+        preemptions_before = self.num_preemptions
+        budget = self._schedule_running(budget, scheduled, num_new)
+        if self.num_preemptions == preemptions_before:  # no admissions while memory is short
+            self._schedule_waiting(budget, scheduled, num_new)
+        plan = StepPlan(
+            requests=tuple(self._describe(r, num_new[r.request_id]) for r in scheduled),
+            finished_request_ids=tuple(self._finished_ids),
+        )
+        self._finished_ids.clear()
+        return plan
+
+    def update(self, plan: StepPlan, output: RunnerOutput) -> list[RequestOutput]:
+        """Apply a step's results: advance computed tokens, append samples, finish requests."""
+        for scheduled in plan.requests:
+            request = self._requests.get(scheduled.request_id)
+            if request is not None:
+                request.num_computed_tokens += len(scheduled.token_ids)
+        outputs: list[RequestOutput] = []
+        for sampled in output.sampled:
+            request = self._requests.get(sampled.request_id)
+            if request is None:  # aborted while the step ran
+                continue
+            request.output_token_ids.append(sampled.token_id)
+            reason = request.check_finished()
+            if reason is not None:
+                self._finish(request, reason)
+            outputs.append(
+                RequestOutput(request.request_id, [sampled.token_id], [sampled.logprob], reason)
+            )
+        return outputs
+
+    def fail(self, plan: StepPlan, message: str) -> list[RequestOutput]:
+        """End every request of a step that could not run, with an error."""
+        outputs = []
+        for scheduled in plan.requests:
+            request = self._requests.get(scheduled.request_id)
+            if request is not None:
+                self._finish(request, reason=None)
+                outputs.append(RequestOutput(request.request_id, [], [], error=message))
+        return outputs
+
+    def _schedule_running(
+        self, budget: int, scheduled: list[Request], num_new: dict[RequestId, int]
+    ) -> int:
+        index = 0
+        while index < len(self.running) and budget > 0:
+            request = self.running[index]
+            count = min(request.num_uncomputed_tokens, budget)
+            if not self._make_room(request, count):
+                continue  # the request itself was preempted; the list shrank
+            scheduled.append(request)
+            num_new[request.request_id] = count
+            budget -= count
+            index += 1
+        return budget
+
+    def _schedule_waiting(
+        self, budget: int, scheduled: list[Request], num_new: dict[RequestId, int]
+    ) -> None:
+        while self.waiting and budget > 0:
+            request = self.waiting[0]
+            count = min(request.num_uncomputed_tokens, budget)
+            if not self.kv_cache.allocate_slots(request, count):
+                return
+            self.waiting.popleft()
+            request.status = RequestStatus.RUNNING
+            self.running.append(request)
+            scheduled.append(request)
+            num_new[request.request_id] = count
+            budget -= count
+
+    def _make_room(self, request: Request, count: int) -> bool:
+        """Allocate slots for `request`, preempting the youngest requests while blocks lack.
+        False when `request` itself had to be preempted."""
+        while not self.kv_cache.allocate_slots(request, count):
+            victim = self.running.pop()
+            self._preempt(victim)
+            if victim is request:
+                return False
+        return True
+
+    def _preempt(self, request: Request) -> None:
+        self.kv_cache.free(request)
+        request.num_computed_tokens = 0
+        request.status = RequestStatus.WAITING
+        request.num_preemptions += 1
+        self.num_preemptions += 1
+        self.waiting.appendleft(request)
+
+    def _finish(self, request: Request, reason: FinishReason | None) -> None:
+        request.status = RequestStatus.FINISHED
+        request.finish_reason = reason
+        self.kv_cache.free(request)
+        if request in self.running:
+            self.running.remove(request)
+        else:
+            self.waiting.remove(request)
+        del self._requests[request.request_id]
+        self._finished_ids.append(request.request_id)
+
+    def _describe(self, request: Request, count: int) -> ScheduledRequest:
+        start = request.num_computed_tokens
+        samples = start + count == request.num_tokens
+        return ScheduledRequest(
+            request_id=request.request_id,
+            token_ids=request.token_ids_from(start, count),
+            num_computed_tokens=start,
+            block_ids=tuple(request.block_ids),
+            sampling=request.sampling if samples else None,
+        )

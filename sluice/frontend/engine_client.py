@@ -1,0 +1,98 @@
+"""The API process's handle on the engine: submit a request, stream its outputs, abort it.
+
+One reader task takes every engine output off the socket and routes each request's outputs to
+that request's queue. If the engine dies, every open stream ends with an error."""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from sluice.config import ServingLimits
+from sluice.errors import EngineDeadError, GenerationError
+from sluice.ipc.messages import (
+    AbortRequests,
+    AddRequest,
+    EngineFailed,
+    EngineReady,
+    RequestOutput,
+    StepOutputs,
+    StepStats,
+)
+from sluice.ipc.transport import FrontendChannel
+from sluice.sampling_params import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+StatsListener = Callable[[StepStats], None]
+
+
+class EngineClient:
+    def __init__(self, channel: FrontendChannel, on_step: StatsListener | None = None) -> None:
+        self._channel = channel
+        self._on_step = on_step
+        self._streams: dict[str, asyncio.Queue[RequestOutput | Exception]] = {}
+        self.ready = asyncio.Event()
+        self.ready_info: EngineReady | None = None
+        self.failure: str | None = None
+        """Why the engine cannot serve (failed start-up or died); None while healthy."""
+
+    @property
+    def limits(self) -> ServingLimits:
+        if self.ready_info is None:
+            raise RuntimeError("the engine is not ready")
+        return self.ready_info.limits
+
+    @property
+    def is_healthy(self) -> bool:
+        return self.ready.is_set() and self.failure is None
+
+    async def run_output_loop(self) -> None:
+        """Route engine outputs until the channel closes."""
+        while True:
+            message = await self._channel.receive()
+            match message:
+                case StepOutputs(outputs=outputs, stats=stats):
+                    for output in outputs:
+                        queue = self._streams.get(output.request_id)
+                        if queue is not None:
+                            queue.put_nowait(output)
+                    if self._on_step is not None:
+                        self._on_step(stats)
+                case EngineReady():
+                    self.ready_info = message
+                    self.ready.set()
+                case EngineFailed(message=text):
+                    self.mark_dead(text)
+
+    def mark_dead(self, reason: str) -> None:
+        """The engine is gone: fail every open stream and every later request."""
+        if self.failure is None:
+            logger.error("engine unavailable: %s", reason)
+            self.failure = reason
+        for queue in self._streams.values():
+            queue.put_nowait(EngineDeadError(reason))
+
+    async def generate(
+        self, request_id: str, prompt_token_ids: list[int], sampling: SamplingParams
+    ) -> AsyncIterator[RequestOutput]:
+        """Submit a request and yield its outputs until it finishes. Leaving the loop early
+        (client gone) aborts the request in the engine."""
+        if self.failure is not None:
+            raise EngineDeadError(self.failure)
+        queue: asyncio.Queue[RequestOutput | Exception] = asyncio.Queue()
+        self._streams[request_id] = queue
+        finished = False
+        try:
+            await self._channel.send(AddRequest(request_id, prompt_token_ids, sampling))
+            while not finished:
+                item = await queue.get()
+                if isinstance(item, Exception):
+                    raise item
+                if item.error is not None:
+                    raise GenerationError(item.error)
+                finished = item.finish_reason is not None
+                yield item
+        finally:
+            del self._streams[request_id]
+            if not finished and self.failure is None:
+                await self._channel.send(AbortRequests([request_id]))

@@ -1,0 +1,75 @@
+"""Every message that crosses the API-process / engine-process boundary.
+
+The frontend sends `EngineInput` (add or abort requests); the engine answers with
+`EngineOutput`: one `EngineReady` (or `EngineFailed`) at start-up, then one `StepOutputs` per
+step carrying each request's new tokens and the step's statistics."""
+
+import enum
+
+import msgspec
+
+from sluice.config import ServingLimits
+from sluice.sampling_params import SamplingParams
+
+
+class FinishReason(enum.StrEnum):
+    LENGTH = "length"
+    EOS_TOKEN = "eos_token"
+    STOP_SEQUENCE = "stop_sequence"
+
+
+class AddRequest(msgspec.Struct, frozen=True, tag="add"):
+    request_id: str
+    prompt_token_ids: list[int]
+    sampling: SamplingParams
+
+
+class AbortRequests(msgspec.Struct, frozen=True, tag="abort"):
+    """Drop these requests (client gone, or a stop string matched) at the next step."""
+
+    request_ids: list[str]
+
+
+EngineInput = AddRequest | AbortRequests
+
+
+class RequestOutput(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What one step produced for one request."""
+
+    request_id: str
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: FinishReason | None = None
+    error: str | None = None
+    """Set when generation failed; the request is over."""
+
+
+class StepStats(msgspec.Struct, frozen=True):
+    step_index: int
+    num_requests: int
+    """Requests computed in this step (the batch size)."""
+    num_prefill_tokens: int
+    num_decode_tokens: int
+    duration_s: float
+    num_waiting: int
+    num_running: int
+    num_free_blocks: int
+    num_blocks: int
+
+
+class StepOutputs(msgspec.Struct, frozen=True, tag="step"):
+    outputs: list[RequestOutput]
+    stats: StepStats
+
+
+class EngineReady(msgspec.Struct, frozen=True, tag="ready"):
+    limits: ServingLimits
+    dtype: str
+    device: str
+
+
+class EngineFailed(msgspec.Struct, frozen=True, tag="failed"):
+    message: str
+
+
+EngineOutput = StepOutputs | EngineReady | EngineFailed

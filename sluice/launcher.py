@@ -1,0 +1,81 @@
+"""Starts `sluice serve`: resolves the model, spawns the engine process, runs the HTTP server in
+this process, and watches the engine. If the engine dies, the server stops with exit code 1."""
+
+import asyncio
+import logging
+import multiprocessing
+from multiprocessing.process import BaseProcess
+
+import uvicorn
+from transformers import AutoTokenizer
+
+from sluice.api.app import create_app
+from sluice.api.metrics import ServerMetrics
+from sluice.api.state import ServingState
+from sluice.config import SluiceConfig
+from sluice.engine.process import EngineLaunch, run_engine_process
+from sluice.frontend.engine_client import EngineClient
+from sluice.ipc.transport import FrontendChannel, IpcAddresses
+from sluice.weights.sources import resolve_model
+
+logger = logging.getLogger(__name__)
+
+WATCH_INTERVAL_S = 0.2
+
+
+def serve(config: SluiceConfig) -> int:
+    """Serve until interrupted (exit code 0) or until the engine dies (exit code 1)."""
+    resolved = resolve_model(config.model.model_id, config.model.revision, show_progress=True)
+    tokenizer = AutoTokenizer.from_pretrained(resolved.path)
+    addresses = IpcAddresses.in_new_temp_dir()
+    channel = FrontendChannel(addresses)
+    engine = multiprocessing.get_context("spawn").Process(
+        target=run_engine_process,
+        args=(EngineLaunch(config, resolved.path, addresses),),
+        name="sluice-engine",
+        daemon=True,
+    )
+    engine.start()
+    metrics = ServerMetrics()
+    state = ServingState(
+        config=config,
+        model_id=resolved.model_id,
+        model_sha=resolved.sha,
+        tokenizer=tokenizer,
+        client=EngineClient(channel, on_step=metrics.observe_step),
+        metrics=metrics,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(state),
+            host=config.server.hostname,
+            port=config.server.port,
+            log_level="warning",
+            timeout_graceful_shutdown=5,
+        )
+    )
+    logger.info("listening on %s:%d", config.server.hostname, config.server.port)
+    try:
+        return asyncio.run(_serve_while_engine_lives(server, engine, state.client))
+    finally:
+        if engine.is_alive():
+            engine.terminate()
+            engine.join(timeout=10)
+        channel.close()
+
+
+async def _serve_while_engine_lives(
+    server: uvicorn.Server, engine: BaseProcess, client: EngineClient
+) -> int:
+    server_task = asyncio.create_task(server.serve())
+    exit_code = 0
+    while not server_task.done():
+        await asyncio.sleep(WATCH_INTERVAL_S)
+        if client.failure is None and not engine.is_alive():
+            client.mark_dead(f"engine process exited with code {engine.exitcode}")
+        if client.failure is not None and not server.should_exit:
+            logger.error("shutting down: %s", client.failure)
+            exit_code = 1
+            server.should_exit = True
+    await server_task
+    return exit_code

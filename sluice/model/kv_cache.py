@@ -1,0 +1,28 @@
+"""The paged KV cache tensors: one [2, num_slots, num_kv_heads, head_dim] tensor per layer.
+
+Which block belongs to which request is the engine's business (engine/kv_cache); this module
+only sizes and allocates the memory."""
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True, slots=True)
+class KVCacheSpec:
+    num_layers: int
+    num_kv_heads: int
+    """KV heads held by this shard."""
+    head_dim: int
+    dtype: torch.dtype
+
+    @property
+    def bytes_per_token(self) -> int:
+        element_size = torch.empty((), dtype=self.dtype).element_size()
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * element_size
+
+    def allocate(
+        self, num_blocks: int, block_size: int, device: torch.device
+    ) -> list[torch.Tensor]:
+        shape = (2, num_blocks * block_size, self.num_kv_heads, self.head_dim)
+        return [torch.zeros(shape, dtype=self.dtype, device=device) for _ in range(self.num_layers)]

@@ -1,0 +1,195 @@
+"""Linear layers that know how to take their slice of a checkpoint tensor.
+
+Terms: a *column-parallel* layer splits its output features across shards, a *row-parallel*
+layer splits its input features and sums the partial results with an all-reduce. Each weight
+parameter carries a `weight_loader(param, loaded, shard_id)` that cuts this shard's part out of
+the full checkpoint tensor, so TP needs no separate pass. How the weight is stored and multiplied
+is the `LinearMethod`'s business, so quantized formats plug in without touching the model."""
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sluice.distributed.parallel_context import ParallelContext
+
+WeightLoader = Callable[[nn.Parameter, torch.Tensor, str | int | None], None]
+
+
+class LinearMethod(Protocol):
+    """Owns a linear layer's weight storage and matmul (plain, or a quantized format)."""
+
+    def create_weights(
+        self, layer: nn.Module, input_size: int, output_size: int, dtype: torch.dtype
+    ) -> None: ...
+
+    def apply(
+        self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor: ...
+
+
+class UnquantizedLinearMethod:
+    """A dense weight of shape [output_size, input_size] and `F.linear`."""
+
+    def create_weights(
+        self, layer: nn.Module, input_size: int, output_size: int, dtype: torch.dtype
+    ) -> None:
+        layer.weight = nn.Parameter(torch.empty(output_size, input_size, dtype=dtype), False)
+
+    def apply(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return F.linear(x, layer.weight, bias)
+
+
+class _ParallelLinear(nn.Module):
+    """Shared wiring: per-shard sizes, weight creation, a bias, loaders on each parameter."""
+
+    def __init__(
+        self,
+        input_size: int,
+        output_size: int,
+        *,
+        bias: bool,
+        parallel: ParallelContext,
+        dtype: torch.dtype,
+        method: LinearMethod | None,
+    ) -> None:
+        super().__init__()
+        self.parallel = parallel
+        self.method = method or UnquantizedLinearMethod()
+        self.input_size, self.output_size = input_size, output_size
+        self.method.create_weights(self, input_size, output_size, dtype)
+        self.bias = nn.Parameter(torch.empty(output_size, dtype=dtype), False) if bias else None
+        for param in self.parameters(recurse=False):
+            param.weight_loader = self.weight_loader  # type: ignore[attr-defined]
+
+    def weight_loader(
+        self, param: nn.Parameter, loaded: torch.Tensor, shard_id: str | int | None = None
+    ) -> None:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.method.apply(self, x, self.bias)
+
+
+class ColumnParallelLinear(_ParallelLinear):
+    """Output features split across shards; no communication in forward."""
+
+    def __init__(
+        self,
+        input_size: int,
+        output_sizes: Sequence[int],
+        *,
+        bias: bool = False,
+        parallel: ParallelContext,
+        dtype: torch.dtype,
+        method: LinearMethod | None = None,
+    ) -> None:
+        tp = parallel.tp_size
+        for total in output_sizes:
+            if total % tp:
+                raise ValueError(f"output size {total} is not divisible by {tp} shards")
+        self.shard_sizes = [total // tp for total in output_sizes]
+        super().__init__(
+            input_size,
+            sum(self.shard_sizes),
+            bias=bias,
+            parallel=parallel,
+            dtype=dtype,
+            method=method,
+        )
+
+    def weight_loader(
+        self, param: nn.Parameter, loaded: torch.Tensor, shard_id: str | int | None = None
+    ) -> None:
+        index = 0 if shard_id is None else int(shard_id)
+        size = self.shard_sizes[index]
+        offset = sum(self.shard_sizes[:index])
+        piece = loaded.narrow(0, self.parallel.tp_rank * size, size)
+        param.data.narrow(0, offset, size).copy_(piece)
+
+
+class QKVParallelLinear(ColumnParallelLinear):
+    """Fused q, k and v projections; heads split across shards (KV heads replicated if fewer)."""
+
+    SHARD_IDS = {"q": 0, "k": 1, "v": 2}
+
+    def __init__(
+        self,
+        hidden_size: int,
+        head_dim: int,
+        total_num_heads: int,
+        total_num_kv_heads: int,
+        *,
+        bias: bool,
+        parallel: ParallelContext,
+        dtype: torch.dtype,
+        method: LinearMethod | None = None,
+    ) -> None:
+        tp = parallel.tp_size
+        self.num_heads = total_num_heads // tp
+        self.num_kv_heads = max(1, total_num_kv_heads // tp)
+        self.kv_replicas = max(1, tp // total_num_kv_heads)
+        q_size = self.num_heads * head_dim * tp
+        kv_size = self.num_kv_heads * head_dim * tp
+        super().__init__(
+            hidden_size,
+            [q_size, kv_size, kv_size],
+            bias=bias,
+            parallel=parallel,
+            dtype=dtype,
+            method=method,
+        )
+
+    def weight_loader(
+        self, param: nn.Parameter, loaded: torch.Tensor, shard_id: str | int | None = None
+    ) -> None:
+        if not isinstance(shard_id, str) or shard_id not in self.SHARD_IDS:
+            raise ValueError(f"qkv shard id must be one of q, k, v; got {shard_id!r}")
+        index = self.SHARD_IDS[shard_id]
+        size = self.shard_sizes[index]
+        rank = self.parallel.tp_rank
+        if index:  # k and v: shards beyond the number of KV heads reuse a head
+            rank //= self.kv_replicas
+        offset = sum(self.shard_sizes[:index])
+        param.data.narrow(0, offset, size).copy_(loaded.narrow(0, rank * size, size))
+
+
+class RowParallelLinear(_ParallelLinear):
+    """Input features split across shards; partial outputs summed with an all-reduce."""
+
+    def __init__(
+        self,
+        input_size: int,
+        output_size: int,
+        *,
+        bias: bool = False,
+        parallel: ParallelContext,
+        dtype: torch.dtype,
+        method: LinearMethod | None = None,
+    ) -> None:
+        if input_size % parallel.tp_size:
+            raise ValueError(f"input size {input_size} is not divisible by {parallel.tp_size}")
+        super().__init__(
+            input_size // parallel.tp_size,
+            output_size,
+            bias=bias,
+            parallel=parallel,
+            dtype=dtype,
+            method=method,
+        )
+
+    def weight_loader(
+        self, param: nn.Parameter, loaded: torch.Tensor, shard_id: str | int | None = None
+    ) -> None:
+        if param.dim() == 1:  # the bias is added once, after the reduction
+            param.data.copy_(loaded)
+            return
+        size = self.input_size
+        param.data.copy_(loaded.narrow(1, self.parallel.tp_rank * size, size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.method.apply(self, x, None)
+        out = self.parallel.all_reduce(out)
+        return out if self.bias is None else out + self.bias

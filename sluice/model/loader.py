@@ -1,0 +1,67 @@
+"""Builds the model for a local checkpoint directory on a device, in a dtype, for one shard."""
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoConfig, PretrainedConfig
+
+from sluice.distributed.parallel_context import ParallelContext
+from sluice.model.attention.backend import AttentionBackend
+from sluice.model.models.registry import model_class_for
+from sluice.weights.safetensors_reader import iter_checkpoint_tensors
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with bf16 dot-product instructions (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
+    """The requested dtype, or the fastest correct one for the device."""
+    if name is not None:
+        return DTYPES[name]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+
+
+def read_hf_config(path: Path) -> PretrainedConfig:
+    return AutoConfig.from_pretrained(path)
+
+
+def load_model(
+    path: Path,
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+    parallel: ParallelContext,
+    backend: AttentionBackend,
+) -> nn.Module:
+    """Instantiate the checkpoint's architecture on `device` and load this shard's weights."""
+    started = time.perf_counter()
+    config = read_hf_config(path)
+    model_class = model_class_for(config.architectures)
+    with torch.device(device):
+        model = model_class(config, parallel=parallel, backend=backend, dtype=dtype)
+    model.load_weights(iter_checkpoint_tensors(path))  # type: ignore[operator]
+    model.eval()
+    num_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    logger.info(
+        "loaded %s (%s, %.0f MB of weights) in %.1fs",
+        path.name,
+        str(dtype).removeprefix("torch."),
+        num_bytes / 1e6,
+        time.perf_counter() - started,
+    )
+    return model

@@ -1,0 +1,47 @@
+"""The runner's contract: what the scheduler asks of one step, and what comes back.
+
+A *step* is one forward pass over a flat batch. Each scheduled request brings the tokens it
+computes this step (a whole prompt, a prompt chunk, or the one token sampled last step) and its
+block table. Only requests whose computed tokens reach their last known token sample."""
+
+from dataclasses import dataclass
+
+from sluice.sampling_params import SamplingParams
+
+RequestId = str
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledRequest:
+    request_id: RequestId
+    token_ids: tuple[int, ...]
+    """Tokens whose K/V this step computes, starting at position `num_computed_tokens`."""
+    num_computed_tokens: int
+    block_ids: tuple[int, ...]
+    """The request's whole block table; covers every position up to the end of this step."""
+    sampling: SamplingParams | None
+    """Set when this step ends at the request's last known token, so it samples the next one."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepPlan:
+    requests: tuple[ScheduledRequest, ...]
+    finished_request_ids: tuple[RequestId, ...] = ()
+    """Requests gone since the last step; the runner drops their per-request state."""
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(len(request.token_ids) for request in self.requests)
+
+
+@dataclass(frozen=True, slots=True)
+class SampledToken:
+    request_id: RequestId
+    token_id: int
+    logprob: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerOutput:
+    sampled: tuple[SampledToken, ...]
+    """One entry per request that sampled, in plan order."""

@@ -1,0 +1,24 @@
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.server import SluiceServer, running_server
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SluiceServer]:
+    """The default model with default flags (bfloat16 on this CPU)."""
+    yield from running_server(tmp_path_factory.mktemp("server"), "default")
+
+
+@pytest.fixture(scope="session")
+def fp32_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SluiceServer]:
+    """float32: the dtype where batched and single-request greedy outputs must agree."""
+    yield from running_server(tmp_path_factory.mktemp("server"), "fp32", ("--dtype", "float32"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).parent.name == "e2e":
+            item.add_marker(pytest.mark.e2e)

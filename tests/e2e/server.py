@@ -1,0 +1,108 @@
+"""Starts a real `sluice serve` process on a free loopback port and talks to it over HTTP."""
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+STARTUP_TIMEOUT_S = 180
+TEST_SERVER_FLAGS = ("--max-batch-total-tokens", "32768")
+"""A small KV cache: test servers start faster and leave memory to the others."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class SluiceServer:
+    def __init__(self, *flags: str, log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        command = [sys.executable, "-m", "sluice", "serve", "--hostname", "127.0.0.1"]
+        command += ["--port", str(self.port), *TEST_SERVER_FLAGS, *flags]
+        self._log = log_path.open("w")
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def health_statuses_until_ready(self) -> list[int]:
+        """Poll /health until it answers 200; returns every status seen on the way."""
+        statuses: list[int] = []
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log_path.read_text()}")
+            try:
+                status = httpx.get(f"{self.url}/health", timeout=2).status_code
+            except httpx.TransportError:
+                time.sleep(0.1)
+                continue
+            statuses.append(status)
+            if status == 200:
+                return statuses
+            time.sleep(0.1)
+        raise TimeoutError(
+            f"server not ready in {STARTUP_TIMEOUT_S}s:\n{self.log_path.read_text()}"
+        )
+
+    def engine_pid(self) -> int:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text()
+        pids = [int(pid) for pid in children.split()]
+        for pid in pids:
+            if b"multiprocessing" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+        raise LookupError(f"no engine process among {pids}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+def stream_events(
+    client: httpx.Client, url: str, body: dict[str, Any], route: str = "/generate_stream"
+) -> list[dict[str, Any]]:
+    """POST to a streaming route and return every SSE `data:` payload, parsed."""
+    events = []
+    with client.stream("POST", url + route, json=body, timeout=300) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                events.append(json.loads(line.removeprefix("data:")))
+    return events
+
+
+def metric_samples(text: str, name: str) -> dict[str, float]:
+    """`{sample name with labels: value}` for one metric family of a Prometheus page."""
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            samples[key] = float(value)
+    return samples
+
+
+def running_server(tmp_dir: Path, name: str, flags: Sequence[str] = ()) -> Iterator[SluiceServer]:
+    server = SluiceServer(*flags, log_path=tmp_dir / f"{name}.log")
+    try:
+        server.health_statuses_until_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+__all__ = ["SluiceServer", "free_port", "metric_samples", "running_server", "stream_events"]
