@@ -42,7 +42,7 @@ def serve(config: SluiceConfig) -> int:
         model_id=resolved.model_id,
         model_sha=resolved.sha,
         tokenizer=tokenizer,
-        client=EngineClient(channel, on_step=metrics.observe_step),
+        client=EngineClient(channel, is_engine_alive=engine.is_alive, on_step=metrics.observe_step),
         metrics=metrics,
     )
     server = uvicorn.Server(
@@ -71,8 +71,7 @@ async def _serve_while_engine_lives(
     exit_code = 0
     while not server_task.done():
         await asyncio.sleep(WATCH_INTERVAL_S)
-        if client.failure is None and not engine.is_alive():
-            client.mark_dead(f"engine process exited with code {engine.exitcode}")
+        client.check_engine()
         if client.failure is not None and not server.should_exit:
             logger.error("shutting down: %s", client.failure)
             exit_code = 1

@@ -28,6 +28,9 @@ class GenerateParameters(BaseModel):
     typical_p: float | None = None
     watermark: bool = False
     adapter_id: str | None = None
+    ignore_eos: bool = Field(
+        False, description="sluice extension for benchmarks: generate max_new_tokens, EOS or not"
+    )
 
 
 DEFAULT_PARAMETERS = GenerateParameters(do_sample=True)

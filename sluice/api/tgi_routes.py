@@ -176,6 +176,7 @@ def _validate(state: ServingState, body: GenerateRequest, *, streaming: bool) ->
             return_full_text=params.return_full_text,
             details=params.details,
             decoder_input_details=params.decoder_input_details,
+            ignore_eos=params.ignore_eos,
         ),
     )
 

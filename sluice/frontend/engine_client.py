@@ -27,8 +27,15 @@ StatsListener = Callable[[StepStats], None]
 
 
 class EngineClient:
-    def __init__(self, channel: FrontendChannel, on_step: StatsListener | None = None) -> None:
+    def __init__(
+        self,
+        channel: FrontendChannel,
+        *,
+        is_engine_alive: Callable[[], bool],
+        on_step: StatsListener | None = None,
+    ) -> None:
         self._channel = channel
+        self._is_engine_alive = is_engine_alive
         self._on_step = on_step
         self._streams: dict[str, asyncio.Queue[RequestOutput | Exception]] = {}
         self.ready = asyncio.Event()
@@ -44,7 +51,13 @@ class EngineClient:
 
     @property
     def is_healthy(self) -> bool:
+        self.check_engine()
         return self.ready.is_set() and self.failure is None
+
+    def check_engine(self) -> None:
+        """Notice a dead engine process now rather than at the next output."""
+        if self.failure is None and not self._is_engine_alive():
+            self.mark_dead("engine process exited")
 
     async def run_output_loop(self) -> None:
         """Route engine outputs until the channel closes."""

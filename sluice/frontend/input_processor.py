@@ -30,6 +30,7 @@ class GenerationParameters:
     return_full_text: bool | None = None
     details: bool = False
     decoder_input_details: bool = False
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,7 @@ class InputProcessor:
             top_p=top_p,
             seed=seed,
             stop_token_ids=self.stop_token_ids,
+            ignore_eos=params.ignore_eos,
         )
 
 

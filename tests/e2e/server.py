@@ -57,7 +57,7 @@ class SluiceServer:
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text()
         pids = [int(pid) for pid in children.split()]
         for pid in pids:
-            if b"multiprocessing" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return pid
         raise LookupError(f"no engine process among {pids}")
 

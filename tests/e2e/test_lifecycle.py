@@ -1,0 +1,100 @@
+"""Start-up, readiness and failure of the `sluice serve` process."""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.server import SluiceServer
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "sluice", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (
+            ["--max-input-tokens", "100", "--max-total-tokens", "100"],
+            ["--max-input-tokens", "--max-total-tokens"],
+        ),
+        (
+            ["--max-input-tokens", "5000", "--max-batch-prefill-tokens", "4096"],
+            ["--max-batch-prefill-tokens", "--max-input-tokens"],
+        ),
+        (
+            ["--max-total-tokens", "9000", "--max-batch-total-tokens", "8000"],
+            ["--max-total-tokens", "--max-batch-total-tokens"],
+        ),
+        (
+            ["--max-input-tokens", "10", "--max-input-length", "10"],
+            ["max_input_tokens", "max_input_length"],
+        ),
+    ],
+)
+def test_serve_refuses_inconsistent_flags(flags: list[str], named: list[str]) -> None:
+    started = time.monotonic()
+    result = _run_cli("serve", "--port", "1", *flags)
+    assert result.returncode != 0
+    assert time.monotonic() - started < 30
+    for name in named:
+        assert name in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_reports_missing_model_in_one_line(tmp_path: Path) -> None:
+    result = _run_cli("serve", "--model-id", str(tmp_path / "nowhere"))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+    assert "nowhere" in result.stderr
+
+
+def test_serve_reports_malformed_model_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{ not json")
+    result = _run_cli("serve", "--model-id", str(tmp_path))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "config.json" in result.stderr
+
+
+def test_env_vars_are_flag_fallbacks() -> None:
+    env = {**os.environ, "MAX_INPUT_TOKENS": "100", "MAX_TOTAL_TOKENS": "50"}
+    result = subprocess.run(
+        [sys.executable, "-m", "sluice", "serve"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "`--max-input-tokens` (100) must be < `--max-total-tokens` (50)" in result.stderr
+
+
+def test_health_is_503_until_ready_then_engine_death_stops_server(tmp_path: Path) -> None:
+    server = SluiceServer(log_path=tmp_path / "server.log")
+    try:
+        statuses = server.health_statuses_until_ready()
+        assert statuses[0] == 503 and statuses[-1] == 200
+        os.kill(server.engine_pid(), signal.SIGKILL)
+        statuses = []
+        deadline = time.monotonic() + 30
+        while server.process.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                statuses.append(httpx.get(f"{server.url}/health", timeout=2).status_code)
+            time.sleep(0.01)
+        # SIGKILL takes a moment to land; once health has failed it never recovers.
+        first_failure = next(i for i, status in enumerate(statuses) if status != 200)
+        assert all(status == 503 for status in statuses[first_failure:])
+        assert server.process.returncode not in (None, 0)
+        assert "engine process exited" in (tmp_path / "server.log").read_text()
+    finally:
+        server.stop()
