@@ -7,7 +7,6 @@ import multiprocessing
 from multiprocessing.process import BaseProcess
 
 import uvicorn
-from transformers import AutoTokenizer
 
 from sluice.api.app import create_app
 from sluice.api.metrics import ServerMetrics
@@ -15,6 +14,7 @@ from sluice.api.state import ServingState
 from sluice.config import SluiceConfig
 from sluice.engine.process import EngineLaunch, run_engine_process
 from sluice.frontend.engine_client import EngineClient
+from sluice.frontend.tokenizer import eos_token_ids, load_tokenizer
 from sluice.ipc.transport import FrontendChannel, IpcAddresses
 from sluice.weights.sources import resolve_model
 
@@ -26,7 +26,7 @@ WATCH_INTERVAL_S = 0.2
 def serve(config: SluiceConfig) -> int:
     """Serve until interrupted (exit code 0) or until the engine dies (exit code 1)."""
     resolved = resolve_model(config.model.model_id, config.model.revision, show_progress=True)
-    tokenizer = AutoTokenizer.from_pretrained(resolved.path)
+    tokenizer = load_tokenizer(resolved.path)
     addresses = IpcAddresses.in_new_temp_dir()
     channel = FrontendChannel(addresses)
     engine = multiprocessing.get_context("spawn").Process(
@@ -42,6 +42,7 @@ def serve(config: SluiceConfig) -> int:
         model_id=resolved.model_id,
         model_sha=resolved.sha,
         tokenizer=tokenizer,
+        eos_token_ids=eos_token_ids(resolved.path, tokenizer),
         client=EngineClient(channel, is_engine_alive=engine.is_alive, on_step=metrics.observe_step),
         metrics=metrics,
     )

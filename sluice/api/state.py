@@ -18,6 +18,7 @@ class ServingState:
     model_sha: str | None
     tokenizer: PreTrainedTokenizerBase
     client: EngineClient
+    eos_token_ids: tuple[int, ...]
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     _num_in_flight: int = 0
     _processor: InputProcessor | None = None
@@ -27,7 +28,7 @@ class ServingState:
         if not self.client.is_healthy:
             raise NotReadyError(self.client.failure or "the model is still loading")
         if self._processor is None:
-            self._processor = InputProcessor(self.tokenizer, self.client.limits)
+            self._processor = InputProcessor(self.tokenizer, self.client.limits, self.eos_token_ids)
         return self._processor
 
     def take_permit(self) -> None:

@@ -41,12 +41,15 @@ class ValidatedRequest:
 
 
 class InputProcessor:
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, limits: ServingLimits) -> None:
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        limits: ServingLimits,
+        eos_token_ids: tuple[int, ...],
+    ) -> None:
         self.tokenizer = tokenizer
         self.limits = limits
-        self.stop_token_ids = tuple(
-            sorted({i for i in (tokenizer.eos_token_id,) if isinstance(i, int)})
-        )
+        self.eos_token_ids = eos_token_ids
 
     def process(self, inputs: str, params: GenerationParameters) -> ValidatedRequest:
         _check_parameters(params)
@@ -97,7 +100,7 @@ class InputProcessor:
             top_k=top_k,
             top_p=top_p,
             seed=seed,
-            stop_token_ids=self.stop_token_ids,
+            stop_token_ids=self.eos_token_ids,
             ignore_eos=params.ignore_eos,
         )
 

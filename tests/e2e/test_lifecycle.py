@@ -98,3 +98,26 @@ def test_health_is_503_until_ready_then_engine_death_stops_server(tmp_path: Path
         assert "engine process exited" in (tmp_path / "server.log").read_text()
     finally:
         server.stop()
+
+
+def test_download_prepares_the_default_model() -> None:
+    result = _run_cli("download")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("HuggingFaceTB/SmolLM2-135M-Instruct is ready in ")
+    model_dir = Path(result.stdout.rsplit(" ", 1)[1].strip())
+    assert (model_dir / "config.json").is_file()
+    assert list(model_dir.glob("*.safetensors"))
+
+
+def test_download_reports_a_missing_hub_repo_offline(tmp_path: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "sluice", "download", "--model-id", "nobody/nothing"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "nobody/nothing" in result.stderr
+    assert "Traceback" not in result.stderr

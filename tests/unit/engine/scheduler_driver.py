@@ -1,0 +1,118 @@
+"""Drives the real Scheduler and KVCacheManager with fabricated RunnerOutputs: no model, no
+tensors. `check_plan` and `check_invariants` state what must hold after every step."""
+
+import itertools
+from collections.abc import Iterable, Iterator
+
+from sluice.engine.kv_cache.manager import KVCacheManager
+from sluice.engine.request import Request, RequestStatus
+from sluice.engine.scheduler import Scheduler, SchedulerLimits
+from sluice.ipc.messages import RequestOutput
+from sluice.model.step import RunnerOutput, SampledToken, StepPlan
+from sluice.sampling_params import SamplingParams
+
+EOS = 2
+LOGPROB = -0.5
+
+
+def make_scheduler(
+    *, num_blocks: int = 8, block_size: int = 4, max_step_tokens: int = 16
+) -> Scheduler:
+    return Scheduler(
+        SchedulerLimits(max_step_tokens=max_step_tokens), KVCacheManager(num_blocks, block_size)
+    )
+
+
+def make_request(
+    request_id: str,
+    prompt_len: int,
+    *,
+    max_new_tokens: int = 4,
+    stop_token_ids: tuple[int, ...] = (),
+    ignore_eos: bool = False,
+) -> Request:
+    """A greedy request whose prompt tokens are 1000, 1001, ... (never a stop token)."""
+    sampling = SamplingParams(
+        max_new_tokens=max_new_tokens, stop_token_ids=stop_token_ids, ignore_eos=ignore_eos
+    )
+    return Request(request_id, list(range(1000, 1000 + prompt_len)), sampling)
+
+
+class FakeRunner:
+    """Stands in for ModelRunner: every request that samples gets the next of `tokens`."""
+
+    def __init__(self, tokens: Iterable[int] = itertools.repeat(7)) -> None:
+        self._tokens: Iterator[int] = iter(tokens)
+        self.plans: list[StepPlan] = []
+
+    def execute(self, plan: StepPlan) -> RunnerOutput:
+        self.plans.append(plan)
+        return RunnerOutput(
+            sampled=tuple(
+                SampledToken(r.request_id, next(self._tokens), LOGPROB)
+                for r in plan.requests
+                if r.sampling is not None
+            )
+        )
+
+
+def run_step(scheduler: Scheduler, runner: FakeRunner) -> tuple[StepPlan, list[RequestOutput]]:
+    plan = scheduler.schedule()
+    check_plan(scheduler, plan)
+    outputs = scheduler.update(plan, runner.execute(plan))
+    check_invariants(scheduler)
+    return plan, outputs
+
+
+def drain(
+    scheduler: Scheduler, runner: FakeRunner, max_steps: int = 1000
+) -> dict[str, list[RequestOutput]]:
+    """Step until no request is left; every output, by request id."""
+    outputs: dict[str, list[RequestOutput]] = {}
+    for _ in range(max_steps):
+        if not scheduler.has_work:
+            return outputs
+        for output in run_step(scheduler, runner)[1]:
+            outputs.setdefault(output.request_id, []).append(output)
+    raise AssertionError(f"requests still unfinished after {max_steps} steps")
+
+
+def check_plan(scheduler: Scheduler, plan: StepPlan) -> None:
+    """A plan fits the budget and describes each scheduled request exactly."""
+    assert plan.num_tokens <= scheduler.limits.max_step_tokens
+    ids = [r.request_id for r in plan.requests]
+    assert len(ids) == len(set(ids))
+    running = {r.request_id: r for r in scheduler.running}
+    block_size = scheduler.kv_cache.block_size
+    for scheduled in plan.requests:
+        request = running[scheduled.request_id]
+        known = request.prompt_token_ids + request.output_token_ids
+        start, count = scheduled.num_computed_tokens, len(scheduled.token_ids)
+        assert count >= 1
+        assert start == request.num_computed_tokens
+        assert scheduled.token_ids == tuple(known[start : start + count])
+        assert scheduled.block_ids == tuple(request.block_ids)
+        assert len(scheduled.block_ids) * block_size >= start + count
+        assert (scheduled.sampling is not None) == (start + count == len(known))
+
+
+def check_invariants(scheduler: Scheduler) -> None:
+    """Every block is either free or held by exactly one live request, once."""
+    pool = scheduler.kv_cache.pool
+    live = list(scheduler.running) + list(scheduler.waiting)
+    assert len({r.request_id for r in live}) == len(live)
+    held = [block for r in live for block in r.block_ids]
+    assert len(held) == len(set(held)), "a block is held twice"
+    assert len(held) + pool.num_free_blocks == pool.num_blocks
+    held_set = set(held)
+    for block in range(pool.num_blocks):
+        assert pool.ref_count(block) == (1 if block in held_set else 0)
+    for request in scheduler.waiting:
+        assert request.status is RequestStatus.WAITING
+        assert request.block_ids == []
+        assert request.num_computed_tokens == 0
+    for request in scheduler.running:
+        assert request.status is RequestStatus.RUNNING
+        assert len(request.block_ids) * scheduler.kv_cache.block_size >= (
+            request.num_computed_tokens
+        )
