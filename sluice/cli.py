@@ -153,19 +153,21 @@ def build_config(args: argparse.Namespace) -> SluiceConfig:
             dtype=_str(_value(args, "--dtype")),
         ),
         scheduler=SchedulerConfig(
-            max_concurrent_requests=_int(_value(args, "--max-concurrent-requests"))
-            or defaults.max_concurrent_requests,
+            max_concurrent_requests=_int_or(
+                _value(args, "--max-concurrent-requests"), defaults.max_concurrent_requests
+            ),
             max_input_tokens=_int(
                 max_input_tokens if max_input_tokens is not None else max_input_length
             ),
             max_total_tokens=_int(_value(args, "--max-total-tokens")),
-            max_batch_prefill_tokens=_int(_value(args, "--max-batch-prefill-tokens"))
-            or defaults.max_batch_prefill_tokens,
+            max_batch_prefill_tokens=_int_or(
+                _value(args, "--max-batch-prefill-tokens"), defaults.max_batch_prefill_tokens
+            ),
             max_batch_total_tokens=_int(_value(args, "--max-batch-total-tokens")),
         ),
         server=ServerConfig(
             hostname=_listen_address(_str(_value(args, "--hostname"))),
-            port=_int(_value(args, "--port")) or ServerConfig().port,
+            port=_int_or(_value(args, "--port"), ServerConfig().port),
         ),
     )
 
@@ -189,6 +191,11 @@ def _str(value: object) -> str | None:
 
 def _int(value: object) -> int | None:
     return None if value is None else int(value)  # type: ignore[call-overload]
+
+
+def _int_or(value: object, default: int) -> int:
+    parsed = _int(value)
+    return default if parsed is None else parsed
 
 
 def _serve(args: argparse.Namespace) -> int:

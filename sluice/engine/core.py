@@ -52,19 +52,18 @@ class EngineCore:
         except Exception as error:  # a failed step must not take the other requests down
             logger.exception("step %d failed", self.num_steps)
             outputs = self.scheduler.fail(plan, f"{type(error).__name__}: {error}")
+        stats = self._stats(plan, time.perf_counter() - started)
         self.num_steps += 1
-        return StepOutputs(outputs=outputs, stats=self._stats(plan, time.perf_counter() - started))
+        return StepOutputs(outputs=outputs, stats=stats)
 
     def _stats(self, plan: StepPlan, duration_s: float) -> StepStats:
-        decode_tokens = sum(
-            1 for r in plan.requests if len(r.token_ids) == 1 and r.num_computed_tokens > 0
-        )
+        prompt_tokens = plan.num_prompt_tokens
         kv_cache = self.scheduler.kv_cache
         return StepStats(
             step_index=self.num_steps,
             num_requests=len(plan.requests),
-            num_prefill_tokens=plan.num_tokens - decode_tokens,
-            num_decode_tokens=decode_tokens,
+            num_prefill_tokens=prompt_tokens,
+            num_decode_tokens=plan.num_tokens - prompt_tokens,
             duration_s=duration_s,
             num_waiting=len(self.scheduler.waiting),
             num_running=len(self.scheduler.running),

@@ -160,6 +160,7 @@ class Scheduler:
             request_id=request.request_id,
             token_ids=request.token_ids_from(start, count),
             num_computed_tokens=start,
+            num_prompt_tokens=len(request.prompt_token_ids),
             block_ids=tuple(request.block_ids),
             sampling=request.sampling if samples else None,
         )

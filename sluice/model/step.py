@@ -17,6 +17,8 @@ class ScheduledRequest:
     token_ids: tuple[int, ...]
     """Tokens whose K/V this step computes, starting at position `num_computed_tokens`."""
     num_computed_tokens: int
+    num_prompt_tokens: int
+    """Positions below this are prompt; at or above it, generated tokens (recomputed or new)."""
     block_ids: tuple[int, ...]
     """The request's whole block table; covers every position up to the end of this step."""
     sampling: SamplingParams | None
@@ -32,6 +34,14 @@ class StepPlan:
     @property
     def num_tokens(self) -> int:
         return sum(len(request.token_ids) for request in self.requests)
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        """Tokens of this step that sit at prompt positions (the prefill part of the step)."""
+        return sum(
+            max(0, min(len(r.token_ids), r.num_prompt_tokens - r.num_computed_tokens))
+            for r in self.requests
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,7 @@ def prefill_logits(
     rows = []
     for start in range(0, len(token_ids), chunk):
         piece = tuple(token_ids[start : start + chunk])
-        plan = StepPlan((ScheduledRequest("r", piece, start, blocks, None),))
+        plan = StepPlan((ScheduledRequest("r", piece, start, len(token_ids), blocks, None),))
         with torch.inference_mode():
             hidden = runner.forward(plan)
         rows.append(runner.model.compute_logits(hidden))
@@ -51,7 +51,11 @@ def greedy_generate(runner: ModelRunner, prompt: list[int], max_new_tokens: int)
     pending: tuple[int, ...] = tuple(prompt)
     for _ in range(max_new_tokens):
         plan = StepPlan(
-            (ScheduledRequest("r", pending, len(tokens) - len(pending), blocks, params),)
+            (
+                ScheduledRequest(
+                    "r", pending, len(tokens) - len(pending), len(prompt), blocks, params
+                ),
+            )
         )
         (sampled,) = runner.execute(plan).sampled
         tokens.append(sampled.token_id)

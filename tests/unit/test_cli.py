@@ -197,11 +197,6 @@ def _must_not_serve(config: SluiceConfig) -> int:
         ((), {"MAX_CONCURRENT_REQUESTS": "0"}, "--max-concurrent-requests"),
     ],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.build_config reads these with `_int(...) or default`, so an explicit 0 "
-    "silently becomes the default instead of reaching check_config's `must be > 0` error",
-)
 def test_cli_zero_is_rejected_not_replaced_by_the_default(
     monkeypatch: pytest.MonkeyPatch, argv: tuple[str, ...], env: dict[str, str], flag: str
 ) -> None:

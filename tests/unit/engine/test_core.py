@@ -3,8 +3,6 @@ step that ends only its own requests while the engine carries on."""
 
 import itertools
 
-import pytest
-
 from sluice.engine.core import EngineCore
 from sluice.engine.scheduler import Scheduler
 from sluice.ipc.messages import AbortRequests, AddRequest, FinishReason, RequestOutput
@@ -81,11 +79,6 @@ def test_engine_core_counts_prefill_and_decode_tokens_of_a_mixed_step() -> None:
     assert (stats.num_requests, stats.num_prefill_tokens, stats.num_decode_tokens) == (2, 7, 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core._stats counts every 1-token chunk after position 0 as a decode token, so the "
-    "last 1-token chunk of a chunked prompt is reported as decode",
-)
 def test_engine_core_counts_a_one_token_prompt_chunk_as_prefill() -> None:
     engine = _engine(FakeRunner(), make_scheduler(num_blocks=8, max_step_tokens=8))
     engine.handle(_add("a", 9))

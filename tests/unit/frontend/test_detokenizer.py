@@ -130,11 +130,6 @@ def test_detokenizer_final_special_token_ends_the_text(
     assert detokenizer.text == " yes"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="detokenizer.add returns before flushing when the last token is special, so text "
-    "held back for an incomplete character is lost when generation ends on EOS",
-)
 def test_detokenizer_flushes_held_back_text_when_the_last_token_is_special(
     tokenizer: PreTrainedTokenizerBase,
 ) -> None:
@@ -146,11 +141,6 @@ def test_detokenizer_flushes_held_back_text_when_the_last_token_is_special(
     assert detokenizer.text == tokenizer.decode(ids, skip_special_tokens=True)  # "ok\ufffd"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="special tokens are taken from tokenizer.all_special_ids ({0, 1, 2} here), but "
-    "tokenizer.json marks ids 3-16 special too and decode(skip_special_tokens=True) drops them",
-)
 def test_detokenizer_treats_every_special_vocabulary_token_as_special(
     tokenizer: PreTrainedTokenizerBase,
 ) -> None:
