@@ -44,10 +44,31 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """Per-request limits and switches of the HTTP API (TGI's router flags)."""
+
+    max_best_of: int = 2
+    """Largest `best_of` (TGI: MAX_BEST_OF)."""
+    max_stop_sequences: int = 4
+    """Most stop strings per request (TGI: MAX_STOP_SEQUENCES)."""
+    max_top_n_tokens: int = 5
+    """Largest `top_n_tokens` and `top_logprobs` (TGI: MAX_TOP_N_TOKENS)."""
+    max_client_batch_size: int = 4
+    """Most prompts in one /v1/completions call (TGI: MAX_CLIENT_BATCH_SIZE)."""
+    payload_limit: int = 2_000_000
+    """Largest request body in bytes; bigger ones get 413 (TGI: PAYLOAD_LIMIT)."""
+    enable_prefill_logprobs: bool = False
+    """Fill `details.prefill` when `decoder_input_details` asks (TGI: ENABLE_PREFILL_LOGPROBS)."""
+    disable_grammar_support: bool = False
+    """Refuse `grammar` and `response_format` (TGI: DISABLE_GRAMMAR_SUPPORT)."""
+
+
+@dataclass(frozen=True, slots=True)
 class SluiceConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
 
     def __post_init__(self) -> None:
         check_config(self)

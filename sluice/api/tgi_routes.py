@@ -34,16 +34,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorResponse} for code in (422, 424, 429, 500)
 }
 
-# Parameters TGI accepts that sluice does not implement yet: refused rather than ignored.
-NOT_YET_SUPPORTED = (
-    "frequency_penalty",
-    "grammar",
-    "repetition_penalty",
-    "top_n_tokens",
-    "typical_p",
-    "adapter_id",
-)
-
 
 def _state(request: Request) -> ServingState:
     state: ServingState = request.app.state.serving
@@ -72,13 +62,13 @@ async def info(request: Request) -> Info:
         model_dtype=f"torch.{ready.dtype}",
         model_device_type=ready.device,
         max_concurrent_requests=state.config.scheduler.max_concurrent_requests,
-        max_best_of=1,
-        max_stop_sequences=0,
+        max_best_of=state.config.api.max_best_of,
+        max_stop_sequences=state.config.api.max_stop_sequences,
         max_input_tokens=limits.max_input_tokens,
         max_total_tokens=limits.max_total_tokens,
         max_batch_total_tokens=limits.max_batch_total_tokens,
         validation_workers=1,
-        max_client_batch_size=1,
+        max_client_batch_size=state.config.api.max_client_batch_size,
         router="text-generation-router",
         version=__version__,
         sha=None,
@@ -171,27 +161,28 @@ def _validate(state: ServingState, body: GenerateRequest, *, streaming: bool) ->
             temperature=params.temperature,
             top_k=params.top_k,
             top_p=params.top_p,
+            typical_p=params.typical_p,
+            repetition_penalty=params.repetition_penalty,
+            frequency_penalty=params.frequency_penalty,
             seed=params.seed,
+            stop=tuple(params.stop),
             truncate=params.truncate,
             return_full_text=params.return_full_text,
             details=params.details,
             decoder_input_details=params.decoder_input_details,
+            top_n_tokens=params.top_n_tokens,
+            best_of=params.best_of,
+            watermark=params.watermark,
             ignore_eos=params.ignore_eos,
         ),
     )
 
 
 def _refuse_unsupported(params: GenerateParameters) -> None:
-    set_fields = params.model_fields_set
-    for name in NOT_YET_SUPPORTED:
-        if name in set_fields and getattr(params, name) not in (None, 0, 1.0):
-            raise ValidationError(f"`{name}` is not supported by this server yet")
     if params.best_of not in (None, 0, 1):
         raise ValidationError("`best_of` != 1 is not supported by this server yet")
-    if params.stop:
-        raise ValidationError("`stop` is not supported by this server yet")
-    if params.watermark:
-        raise ValidationError("`watermark` is not supported by this server yet")
+    if params.grammar is not None:
+        raise ValidationError("grammar is not supported")
 
 
 def _stream_event(

@@ -181,3 +181,29 @@ def test_concurrent_streams_share_steps_and_match_solo_outputs(fp32_server: Slui
 
     assert big_steps(before) == 0
     assert big_steps(after) > 0
+
+
+def test_stop_sequence_ends_generation_even_inside_a_token(server: SluiceServer) -> None:
+    body = {"inputs": PROMPTS[0], "parameters": {"max_new_tokens": 30, "details": True}}
+    full = httpx.post(f"{server.url}/generate", json=body, timeout=60).json()["generated_text"]
+    # A stop string that ends inside the fourth word: TGI would never fire on it.
+    words = full.split(" ")
+    stop = " ".join(words[:4])[:-1]
+    body["parameters"]["stop"] = [stop]
+    stopped = httpx.post(f"{server.url}/generate", json=body, timeout=60).json()
+    assert stopped["generated_text"] == full[: full.index(stop) + len(stop)]
+    assert stopped["details"]["finish_reason"] == "stop_sequence"
+    with httpx.Client() as client:
+        events = stream_events(client, server.url, {**body, "parameters": body["parameters"]})
+    assert events[-1]["generated_text"] == stopped["generated_text"]
+    assert "".join(e["token"]["text"] for e in events) == stopped["generated_text"]
+    assert events[-1]["details"]["finish_reason"] == "stop_sequence"
+
+
+def test_too_many_stop_sequences(server: SluiceServer) -> None:
+    body = {"inputs": "Hi", "parameters": {"stop": ["a", "b", "c", "d", "e"]}}
+    response = httpx.post(f"{server.url}/generate", json=body, timeout=60)
+    assert response.status_code == 422
+    assert response.json()["error"] == (
+        "Input validation error: `stop` supports up to 4 stop sequences. Given: 5"
+    )
