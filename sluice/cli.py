@@ -6,12 +6,14 @@ import ipaddress
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from sluice.config import (
     DEFAULT_MODEL_ID,
     DTYPES,
+    ApiConfig,
     ModelConfig,
     SchedulerConfig,
     ServerConfig,
@@ -22,13 +24,35 @@ from sluice.log import configure_logging
 
 logger = logging.getLogger(__name__)
 
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "scheduler": SchedulerConfig,
+    "server": ServerConfig,
+    "api": ApiConfig,
+}
+QUANTIZE_CHOICES = (
+    "awq",
+    "compressed-tensors",
+    "eetq",
+    "exl2",
+    "gptq",
+    "marlin",
+    "bitsandbytes",
+    "bitsandbytes-nf4",
+    "bitsandbytes-fp4",
+    "fp8",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Flag:
     name: str
     env: str
-    type: type
+    target: str
+    """`section.field` of SluiceConfig that the value fills."""
     help: str
+    type: Callable[[str], object] = str
+    kind: Literal["value", "switch", "list"] = "value"
     choices: Sequence[str] | None = None
     aliases: tuple[str, ...] = ()
 
@@ -37,50 +61,160 @@ MODEL_FLAGS = (
     Flag(
         "--model-id",
         "MODEL_ID",
-        str,
-        f"Hub id, local directory or GGUF file (default: {DEFAULT_MODEL_ID})",
+        "model.model_id",
+        f"Hub id, local dir or GGUF file (default: {DEFAULT_MODEL_ID})",
     ),
-    Flag("--revision", "REVISION", str, "Hub branch, tag or commit sha"),
+    Flag("--revision", "REVISION", "model.revision", "Hub branch, tag or commit sha"),
 )
 SERVE_FLAGS = (
     Flag(
         "--dtype",
         "DTYPE",
-        str,
-        "weights and activations dtype (default: fastest correct for the device)",
-        DTYPES,
+        "model.dtype",
+        "weights and activations dtype (default: fastest for the device)",
+        choices=DTYPES,
     ),
-    Flag("--hostname", "HOSTNAME", str, "address to listen on (default: 0.0.0.0)"),
-    Flag("--port", "PORT", int, "port to listen on (default: 3000)", aliases=("-p",)),
+    Flag(
+        "--quantize",
+        "QUANTIZE",
+        "model.quantize",
+        "weight quantization (default: from the checkpoint)",
+        choices=QUANTIZE_CHOICES,
+    ),
+    Flag("--num-shard", "NUM_SHARD", "model.num_shard", "tensor-parallel shards", int),
+    Flag(
+        "--trust-remote-code",
+        "TRUST_REMOTE_CODE",
+        "model.trust_remote_code",
+        "let the checkpoint run its own code",
+        kind="switch",
+    ),
+    Flag("--hostname", "HOSTNAME", "server.hostname", "address to listen on (default: 0.0.0.0)"),
+    Flag(
+        "--port", "PORT", "server.port", "port to listen on (default: 3000)", int, aliases=("-p",)
+    ),
+    Flag("--api-key", "API_KEY", "server.api_key", "Bearer token required on generation routes"),
+    Flag(
+        "--cors-allow-origin",
+        "CORS_ALLOW_ORIGIN",
+        "server.cors_allow_origin",
+        "allowed CORS origin, repeatable (default: any)",
+        kind="list",
+    ),
+    Flag("--json-output", "JSON_OUTPUT", "server.json_output", "log JSON lines", kind="switch"),
+    Flag(
+        "--otlp-endpoint",
+        "OTLP_ENDPOINT",
+        "server.otlp_endpoint",
+        "OpenTelemetry collector for request traces",
+    ),
+    Flag(
+        "--otlp-service-name",
+        "OTLP_SERVICE_NAME",
+        "server.otlp_service_name",
+        "service name on traces",
+    ),
     Flag(
         "--max-concurrent-requests",
         "MAX_CONCURRENT_REQUESTS",
-        int,
+        "scheduler.max_concurrent_requests",
         "requests in flight before 429 (default: 128)",
+        int,
     ),
     Flag(
-        "--max-input-tokens", "MAX_INPUT_TOKENS", int, "longest prompt in tokens (default: derived)"
+        "--max-input-tokens",
+        "MAX_INPUT_TOKENS",
+        "scheduler.max_input_tokens",
+        "longest prompt in tokens (default: derived)",
+        int,
     ),
-    Flag("--max-input-length", "MAX_INPUT_LENGTH", int, "legacy alias of --max-input-tokens"),
+    Flag(
+        "--max-input-length",
+        "MAX_INPUT_LENGTH",
+        "scheduler.max_input_tokens",
+        "legacy alias of --max-input-tokens",
+        int,
+    ),
     Flag(
         "--max-total-tokens",
         "MAX_TOTAL_TOKENS",
-        int,
+        "scheduler.max_total_tokens",
         "prompt + generated tokens per request (default: derived)",
+        int,
     ),
     Flag(
         "--max-batch-prefill-tokens",
         "MAX_BATCH_PREFILL_TOKENS",
-        int,
+        "scheduler.max_batch_prefill_tokens",
         "tokens computed per step (default: 4096)",
+        int,
     ),
     Flag(
         "--max-batch-total-tokens",
         "MAX_BATCH_TOTAL_TOKENS",
-        int,
+        "scheduler.max_batch_total_tokens",
         "KV cache capacity in tokens (default: derived from memory)",
+        int,
+    ),
+    Flag("--max-best-of", "MAX_BEST_OF", "api.max_best_of", "largest best_of (default: 2)", int),
+    Flag(
+        "--max-stop-sequences",
+        "MAX_STOP_SEQUENCES",
+        "api.max_stop_sequences",
+        "most stop strings per request (default: 4)",
+        int,
+    ),
+    Flag(
+        "--max-top-n-tokens",
+        "MAX_TOP_N_TOKENS",
+        "api.max_top_n_tokens",
+        "largest top_n_tokens (default: 5)",
+        int,
+    ),
+    Flag(
+        "--max-client-batch-size",
+        "MAX_CLIENT_BATCH_SIZE",
+        "api.max_client_batch_size",
+        "most prompts per /v1/completions call (default: 4)",
+        int,
+    ),
+    Flag(
+        "--payload-limit",
+        "PAYLOAD_LIMIT",
+        "api.payload_limit",
+        "largest request body in bytes (default: 2000000)",
+        int,
+    ),
+    Flag(
+        "--enable-prefill-logprobs",
+        "ENABLE_PREFILL_LOGPROBS",
+        "api.enable_prefill_logprobs",
+        "fill details.prefill for decoder_input_details",
+        kind="switch",
+    ),
+    Flag(
+        "--disable-grammar-support",
+        "DISABLE_GRAMMAR_SUPPORT",
+        "api.disable_grammar_support",
+        "refuse grammar and response_format",
+        kind="switch",
+    ),
+    Flag(
+        "--watermark-gamma",
+        "WATERMARK_GAMMA",
+        "api.watermark_gamma",
+        "watermark green-list share (default: 0.5)",
+        float,
+    ),
+    Flag(
+        "--watermark-delta",
+        "WATERMARK_DELTA",
+        "api.watermark_delta",
+        "watermark green-token bias (default: 2.0)",
+        float,
     ),
 )
+SWITCH_VALUES = {"true": True, "1": True, "false": False, "0": False}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -91,12 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "download":
             return _download(args)
         return _serve(args)
-    except ConfigError as error:
+    except (ConfigError, ModelLoadError) as error:
         print(f"sluice: error: {error}", file=sys.stderr)
-        return 2
-    except ModelLoadError as error:
-        print(f"sluice: error: {error}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(error, ConfigError) else 1
     except KeyboardInterrupt:
         return 0
 
@@ -115,87 +246,76 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _add_flag(parser: argparse.ArgumentParser, flag: Flag) -> None:
+    names = (flag.name, *flag.aliases)
     help_text = f"{flag.help} [env: {flag.env}]"
-    parser.add_argument(
-        flag.name, *flag.aliases, type=flag.type, choices=flag.choices, help=help_text
-    )
+    dest = _dest(flag)
+    if flag.kind == "switch":
+        parser.add_argument(*names, dest=dest, action="store_true", default=None, help=help_text)
+    elif flag.kind == "list":
+        parser.add_argument(*names, dest=dest, action="append", help=help_text)
+    else:
+        parser.add_argument(*names, dest=dest, type=flag.type, choices=flag.choices, help=help_text)
 
 
-def _value(args: argparse.Namespace, flag_name: str) -> object:
+def _dest(flag: Flag) -> str:
+    return flag.name.removeprefix("--").replace("-", "_")
+
+
+def _value(args: argparse.Namespace, flag: Flag) -> object:
     """The flag's value, else its TGI environment variable, else None."""
-    flag = next(f for f in MODEL_FLAGS + SERVE_FLAGS if f.name == flag_name)
-    value = getattr(args, flag_name.removeprefix("--").replace("-", "_"), None)
+    value = getattr(args, _dest(flag), None)
     if value is not None:
-        return value
+        return tuple(value) if flag.kind == "list" else value
     raw = os.environ.get(flag.env)
     if raw is None or raw == "":
         return None
+    if flag.kind == "switch":
+        if raw.lower() not in SWITCH_VALUES:
+            raise ConfigError(f"{flag.env}={raw!r} must be true or false")
+        return SWITCH_VALUES[raw.lower()]
+    if flag.kind == "list":
+        return tuple(item.strip() for item in raw.split(",") if item.strip())
     try:
-        return flag.type(raw)
+        parsed = flag.type(raw)
     except ValueError:
         raise ConfigError(f"{flag.env}={raw!r} is not a valid value for `{flag.name}`") from None
+    if flag.choices is not None and parsed not in flag.choices:
+        raise ConfigError(f"{flag.env}={raw!r} must be one of {', '.join(flag.choices)}")
+    return parsed
 
 
 def build_config(args: argparse.Namespace) -> SluiceConfig:
-    max_input_tokens = _value(args, "--max-input-tokens")
-    max_input_length = _value(args, "--max-input-length")
+    flags = MODEL_FLAGS + (SERVE_FLAGS if args.command == "serve" else ())
+    values = {flag.name: _value(args, flag) for flag in flags}
+    max_input_tokens = values.get("--max-input-tokens")
+    max_input_length = values.get("--max-input-length")
     if max_input_tokens is not None and max_input_length is not None:
         raise ConfigError(
             f"Both `max_input_tokens` ({max_input_tokens}) and `max_input_length` "
             f"({max_input_length}) are set. Please define only `max_input_tokens` as "
             "`max_input_length` is deprecated"
         )
-    defaults = SchedulerConfig()
-    return SluiceConfig(
-        model=ModelConfig(
-            model_id=_str(_value(args, "--model-id")) or DEFAULT_MODEL_ID,
-            revision=_str(_value(args, "--revision")),
-            dtype=_str(_value(args, "--dtype")),
-        ),
-        scheduler=SchedulerConfig(
-            max_concurrent_requests=_int_or(
-                _value(args, "--max-concurrent-requests"), defaults.max_concurrent_requests
-            ),
-            max_input_tokens=_int(
-                max_input_tokens if max_input_tokens is not None else max_input_length
-            ),
-            max_total_tokens=_int(_value(args, "--max-total-tokens")),
-            max_batch_prefill_tokens=_int_or(
-                _value(args, "--max-batch-prefill-tokens"), defaults.max_batch_prefill_tokens
-            ),
-            max_batch_total_tokens=_int(_value(args, "--max-batch-total-tokens")),
-        ),
-        server=ServerConfig(
-            hostname=_listen_address(_str(_value(args, "--hostname"))),
-            port=_int_or(_value(args, "--port"), ServerConfig().port),
-        ),
-    )
+    sections: dict[str, dict[str, object]] = {name: {} for name in SECTIONS}
+    for flag in flags:
+        value = values[flag.name]
+        if value is not None:
+            section, field = flag.target.split(".")
+            sections[section][field] = value
+    if "hostname" in sections["server"]:
+        sections["server"]["hostname"] = _listen_address(str(sections["server"]["hostname"]))
+    return SluiceConfig(**{name: SECTIONS[name](**fields) for name, fields in sections.items()})
 
 
-def _listen_address(hostname: str | None) -> str:
+def _listen_address(hostname: str) -> str:
     """TGI's rule: a value that is not an IP address (Docker sets HOSTNAME to the container
     name) falls back to 0.0.0.0 with a warning."""
-    if hostname is None:
-        return ServerConfig().hostname
     try:
         ipaddress.ip_address(hostname)
     except ValueError:
-        logger.warning("hostname %r is not an IP address; listening on 0.0.0.0", hostname)
-        return ServerConfig().hostname
+        default = ServerConfig().hostname
+        logger.warning("hostname %r is not an IP address; listening on %s", hostname, default)
+        return default
     return hostname
-
-
-def _str(value: object) -> str | None:
-    return None if value is None else str(value)
-
-
-def _int(value: object) -> int | None:
-    return None if value is None else int(value)  # type: ignore[call-overload]
-
-
-def _int_or(value: object, default: int) -> int:
-    parsed = _int(value)
-    return default if parsed is None else parsed
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -207,7 +327,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _download(args: argparse.Namespace) -> int:
     from sluice.weights.sources import resolve_model
 
-    model_id = _str(_value(args, "--model-id")) or DEFAULT_MODEL_ID
-    resolved = resolve_model(model_id, _str(_value(args, "--revision")), show_progress=True)
+    model = build_config(args).model
+    resolved = resolve_model(model.model_id, model.revision, show_progress=True)
     print(f"{resolved.model_id} is ready in {resolved.path}")
     return 0

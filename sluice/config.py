@@ -21,6 +21,12 @@ class ModelConfig:
     """Hub branch, tag or commit (TGI: REVISION)."""
     dtype: str | None = None
     """Activation and weight dtype; None picks the fastest correct one for the device."""
+    trust_remote_code: bool = False
+    """Allow a checkpoint's own Python code to run (TGI: TRUST_REMOTE_CODE)."""
+    quantize: str | None = None
+    """Weight quantization method; None detects it from the checkpoint (TGI: QUANTIZE)."""
+    num_shard: int | None = None
+    """Tensor-parallel shards (TGI: NUM_SHARD)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +47,16 @@ class SchedulerConfig:
 class ServerConfig:
     hostname: str = "0.0.0.0"
     port: int = 3000
+    api_key: str | None = None
+    """Bearer token required on every route but health and info (TGI: API_KEY)."""
+    cors_allow_origin: tuple[str, ...] = ()
+    """Origins allowed by CORS; empty allows any (TGI: CORS_ALLOW_ORIGIN)."""
+    json_output: bool = False
+    """Log JSON lines (TGI: JSON_OUTPUT)."""
+    otlp_endpoint: str | None = None
+    """OpenTelemetry collector for request traces (TGI: OTLP_ENDPOINT)."""
+    otlp_service_name: str = "text-generation-inference.router"
+    """Service name on exported traces (TGI: OTLP_SERVICE_NAME)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +77,10 @@ class ApiConfig:
     """Fill `details.prefill` when `decoder_input_details` asks (TGI: ENABLE_PREFILL_LOGPROBS)."""
     disable_grammar_support: bool = False
     """Refuse `grammar` and `response_format` (TGI: DISABLE_GRAMMAR_SUPPORT)."""
+    watermark_gamma: float = 0.5
+    """Share of the vocabulary on the watermark's green list (TGI: WATERMARK_GAMMA)."""
+    watermark_delta: float = 2.0
+    """Logit bias added to green tokens (TGI: WATERMARK_DELTA)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +112,17 @@ def check_config(config: SluiceConfig) -> None:
         raise ConfigError(f"`--dtype` must be one of {', '.join(DTYPES)}; got {config.model.dtype}")
     if not 0 < config.server.port < 65536:
         raise ConfigError(f"`--port` must be between 1 and 65535; got {config.server.port}")
+    if config.model.num_shard is not None:
+        _require_positive("--num-shard", config.model.num_shard)
+    api = config.api
+    for flag, value in (
+        ("--max-best-of", api.max_best_of),
+        ("--max-client-batch-size", api.max_client_batch_size),
+        ("--payload-limit", api.payload_limit),
+    ):
+        _require_positive(flag, value)
+    if api.max_stop_sequences < 0 or api.max_top_n_tokens < 0:
+        raise ConfigError("`--max-stop-sequences` and `--max-top-n-tokens` must be >= 0")
     sched = config.scheduler
     _require_positive("--max-concurrent-requests", sched.max_concurrent_requests)
     _require_positive("--max-batch-prefill-tokens", sched.max_batch_prefill_tokens)
