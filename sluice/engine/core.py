@@ -1,7 +1,8 @@
 """The engine core's busy loop: receive requests, schedule a step, run it, send its outputs.
 
 Runs in its own process so that the model never waits on HTTP work and streaming never waits
-on the model. A step that raises fails only the requests in it; the loop carries on."""
+on the model. When a step raises, its requests are run again one by one, so that only the
+request that fails again ends with an error; the others and the loop carry on."""
 
 import logging
 import os
@@ -12,7 +13,7 @@ from sluice.engine.scheduler import Scheduler
 from sluice.ipc.messages import AbortRequests, AddRequest, EngineInput, StepOutputs, StepStats
 from sluice.ipc.transport import EngineChannel
 from sluice.model.runner import ModelRunner
-from sluice.model.step import StepPlan
+from sluice.model.step import RequestId, RunnerOutput, SampledToken, ScheduledRequest, StepPlan
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +48,35 @@ class EngineCore:
     def step(self) -> StepOutputs:
         started = time.perf_counter()
         plan = self.scheduler.schedule()
-        try:
-            outputs = self.scheduler.update(plan, self.runner.execute(plan))
-        except Exception as error:  # a failed step must not take the other requests down
-            logger.exception("step %d failed", self.num_steps)
-            outputs = self.scheduler.fail(plan, f"{type(error).__name__}: {error}")
+        ran, output, errors = self._execute_isolating_failures(plan)
+        outputs = [self.scheduler.fail(request_id, error) for request_id, error in errors.items()]
+        outputs += self.scheduler.update(ran, output)
         stats = self._stats(plan, time.perf_counter() - started)
         self.num_steps += 1
         return StepOutputs(outputs=outputs, stats=stats)
+
+    def _execute_isolating_failures(
+        self, plan: StepPlan
+    ) -> tuple[StepPlan, RunnerOutput, dict[RequestId, str]]:
+        """Run the plan; if it raises, run each request alone. Returns the part of the plan
+        that ran, its output, and an error message per request that failed on its own."""
+        try:
+            return plan, self.runner.execute(plan), {}
+        except Exception:
+            logger.exception("step %d failed; running its requests one by one", self.num_steps)
+        ran: list[ScheduledRequest] = []
+        sampled: list[SampledToken] = []
+        errors: dict[RequestId, str] = {}
+        for request in plan.requests:
+            try:
+                output = self.runner.execute(StepPlan((request,)))
+            except Exception as error:  # this request fails; the step's others carry on
+                logger.exception("request %s failed", request.request_id)
+                errors[request.request_id] = f"{type(error).__name__}: {error}"
+                continue
+            ran.append(request)
+            sampled.extend(output.sampled)
+        return StepPlan(tuple(ran)), RunnerOutput(tuple(sampled)), errors
 
     def _stats(self, plan: StepPlan, duration_s: float) -> StepStats:
         prompt_tokens = plan.num_prompt_tokens

@@ -84,15 +84,12 @@ class Scheduler:
             )
         return outputs
 
-    def fail(self, plan: StepPlan, message: str) -> list[RequestOutput]:
-        """End every request of a step that could not run, with an error."""
-        outputs = []
-        for scheduled in plan.requests:
-            request = self._requests.get(scheduled.request_id)
-            if request is not None:
-                self._finish(request, reason=None)
-                outputs.append(RequestOutput(request.request_id, [], [], error=message))
-        return outputs
+    def fail(self, request_id: RequestId, message: str) -> RequestOutput:
+        """End a request that could not run, with an error."""
+        request = self._requests.get(request_id)
+        if request is not None:
+            self._finish(request, reason=None)
+        return RequestOutput(request_id, [], [], error=message)
 
     def _schedule_running(
         self, budget: int, scheduled: list[Request], num_new: dict[RequestId, int]

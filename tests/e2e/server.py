@@ -23,15 +23,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+SLUICE_COMMAND = (sys.executable, "-m", "sluice")
+
+
 class SluiceServer:
-    def __init__(self, *flags: str, log_path: Path) -> None:
+    def __init__(
+        self, *flags: str, log_path: Path, command: Sequence[str] = SLUICE_COMMAND
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        command = [sys.executable, "-m", "sluice", "serve", "--hostname", "127.0.0.1"]
-        command += ["--port", str(self.port), *TEST_SERVER_FLAGS, *flags]
+        argv = [*command, "serve", "--hostname", "127.0.0.1", "--port", str(self.port)]
+        argv += [*TEST_SERVER_FLAGS, *flags]
         self._log = log_path.open("w")
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT)
 
     def health_statuses_until_ready(self) -> list[int]:
         """Poll /health until it answers 200; returns every status seen on the way."""
@@ -96,8 +101,10 @@ def metric_samples(text: str, name: str) -> dict[str, float]:
     return samples
 
 
-def running_server(tmp_dir: Path, name: str, flags: Sequence[str] = ()) -> Iterator[SluiceServer]:
-    server = SluiceServer(*flags, log_path=tmp_dir / f"{name}.log")
+def running_server(
+    tmp_dir: Path, name: str, flags: Sequence[str] = (), command: Sequence[str] = SLUICE_COMMAND
+) -> Iterator[SluiceServer]:
+    server = SluiceServer(*flags, log_path=tmp_dir / f"{name}.log", command=command)
     try:
         server.health_statuses_until_ready()
         yield server

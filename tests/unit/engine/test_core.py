@@ -1,5 +1,5 @@
 """EngineCore.step with a real Scheduler and a fake runner: outputs, statistics, and a failing
-step that ends only its own requests while the engine carries on."""
+request that ends alone while the rest of its step and the engine carry on."""
 
 import itertools
 
@@ -89,40 +89,46 @@ def test_engine_core_counts_a_one_token_prompt_chunk_as_prefill() -> None:
     assert (stats.num_prefill_tokens, stats.num_decode_tokens) == (1, 0)
 
 
-def test_engine_core_failed_step_fails_only_its_requests_and_engine_carries_on() -> None:
-    runner = FlakyRunner(failing_calls={1})
-    engine = _engine(runner, make_scheduler(num_blocks=8, max_step_tokens=8))
-    engine.handle(_add("a", 4))
-    engine.handle(_add("b", 4))
-    engine.step()  # a and b prefill
-    engine.handle(_add("c", 7))  # gets the 6 tokens of budget left after a and b decode
+class PoisonedRunner(FakeRunner):
+    """Raises whenever a given request is in the plan."""
 
-    failed = engine.step()
+    def __init__(self, poisoned: str) -> None:
+        super().__init__(itertools.count(10))
+        self.poisoned = poisoned
 
-    assert failed.outputs == [
-        RequestOutput("a", [], [], error="RuntimeError: device fell over"),
-        RequestOutput("b", [], [], error="RuntimeError: device fell over"),
-        RequestOutput("c", [], [], error="RuntimeError: device fell over"),
+    def execute(self, plan: StepPlan) -> RunnerOutput:
+        if any(r.request_id == self.poisoned for r in plan.requests):
+            raise RuntimeError("device fell over")
+        return super().execute(plan)
+
+
+def test_engine_core_failing_request_ends_alone_and_engine_carries_on() -> None:
+    engine = _engine(PoisonedRunner("b"), make_scheduler(num_blocks=8, max_step_tokens=16))
+    for request_id in "abc":
+        engine.handle(_add(request_id, 4, max_new_tokens=2))
+
+    step = engine.step()
+
+    assert [(o.request_id, o.token_ids, o.error) for o in step.outputs] == [
+        ("b", [], "RuntimeError: device fell over"),
+        ("a", [10], None),
+        ("c", [11], None),
+    ]
+    assert engine.scheduler.schedule().finished_request_ids == ("b",)
+    last = engine.step().outputs
+    assert [(o.request_id, o.finish_reason) for o in last] == [
+        ("a", FinishReason.LENGTH),
+        ("c", FinishReason.LENGTH),
     ]
     assert engine.scheduler.kv_cache.num_free_blocks == 8
-    assert engine.scheduler.schedule().finished_request_ids == ("a", "b", "c")
-
-    engine.handle(_add("d", 3, max_new_tokens=2))
-    outputs = [engine.step().outputs for _ in range(2)]
-    assert [o.request_id for step in outputs for o in step] == ["d", "d"]
-    assert outputs[-1][0].finish_reason is FinishReason.LENGTH
-    assert outputs[-1][0].error is None
 
 
-def test_engine_core_failed_step_spares_requests_it_did_not_schedule() -> None:
-    runner = FlakyRunner(failing_calls={0})
-    engine = _engine(runner, make_scheduler(num_blocks=8, max_step_tokens=4))
+def test_engine_core_transient_step_failure_loses_no_request() -> None:
+    engine = _engine(FlakyRunner(failing_calls={0}), make_scheduler(num_blocks=8))
     engine.handle(_add("a", 4, max_new_tokens=1))
     engine.handle(_add("b", 4, max_new_tokens=1))
 
-    failed = engine.step()  # the budget only admits a
+    step = engine.step()  # fails as a whole, then each request runs alone
 
-    assert [(o.request_id, o.error is not None) for o in failed.outputs] == [("a", True)]
-    assert failed.stats.num_waiting == 1
-    ok = engine.step()
-    assert ok.outputs == [RequestOutput("b", [10], [LOGPROB], FinishReason.LENGTH)]
+    assert [(o.request_id, o.error) for o in step.outputs] == [("a", None), ("b", None)]
+    assert all(o.finish_reason is FinishReason.LENGTH for o in step.outputs)
