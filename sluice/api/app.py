@@ -6,11 +6,13 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from sluice import __version__
 from sluice.api import tgi_routes
 from sluice.api.error_mapping import error_body, status_for
+from sluice.api.middleware import RequestGate
 from sluice.api.state import ServingState
 from sluice.errors import SluiceError
 
@@ -27,6 +29,17 @@ def create_app(state: ServingState) -> FastAPI:
     app.include_router(tgi_routes.router)
     app.add_exception_handler(RequestValidationError, _malformed_body)
     app.add_exception_handler(SluiceError, _sluice_error)
+    server = state.config.server
+    app.add_middleware(
+        RequestGate, api_key=server.api_key, payload_limit=state.config.api.payload_limit
+    )
+    # Outermost, so that CORS preflight requests are answered before the API key check.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(server.cors_allow_origin) or ["*"],
+        allow_methods=["GET", "POST"],
+        allow_headers=["content-type", "authorization"],
+    )
     return app
 
 

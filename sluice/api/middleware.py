@@ -1,0 +1,90 @@
+"""Checks every request must pass before a route sees it: the API key, the JSON content type
+and the body size limit. Each refusal is a JSON error body (TGI answers some in plain text;
+the contract's decision is JSON everywhere)."""
+
+import hmac
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HEALTH_PATHS = frozenset({"/health", "/ping", "/"})
+"""Open without the API key: liveness probes must not need secrets."""
+
+
+class RequestGate:
+    """Pure ASGI middleware, so that streaming responses pass through untouched."""
+
+    def __init__(self, app: ASGIApp, *, api_key: str | None, payload_limit: int) -> None:
+        self.app = app
+        self.expected_authorization = None if api_key is None else f"bearer {api_key}".lower()
+        self.payload_limit = payload_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {
+            key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
+        }
+        is_health = scope["method"] == "GET" and scope["path"] in HEALTH_PATHS
+        if not is_health and not self._is_authorized(headers):
+            await _refuse(send, 401, "Unauthorized", "unauthorized")
+            return
+        if scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        if headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            message = "Expected request with `Content-Type: application/json`"
+            await _refuse(send, 415, message, "unsupported_media_type")
+            return
+        body = await self._read_body(receive)
+        if body is None:
+            message = "Failed to buffer the request body: length limit exceeded"
+            await _refuse(send, 413, message, "payload_too_large")
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    def _is_authorized(self, headers: dict[str, str]) -> bool:
+        if self.expected_authorization is None:
+            return True
+        given = headers.get("authorization", "").lower()
+        return hmac.compare_digest(given.encode(), self.expected_authorization.encode())
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        """The whole body, or None as soon as it passes the limit."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.payload_limit:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands the app the already-read body, then passes on the client's
+    later messages (its disconnection, which cancels a stream)."""
+    delivered = False
+
+    async def replay() -> Message:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _refuse(send: Send, status: int, error: str, error_type: str) -> None:
+    body = json.dumps({"error": error, "error_type": error_type}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,115 @@
+"""What the HTTP edge refuses before a route runs: API key (401), content type (415), body
+size (413), concurrency (429); and CORS."""
+
+import concurrent.futures
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.e2e.server import SluiceServer, running_server, stream_events
+from tests.e2e.test_generate import PROMPTS
+
+API_KEY = "Sesame-42"
+FLAGS = (
+    "--api-key",
+    API_KEY,
+    "--payload-limit",
+    "5000",
+    "--cors-allow-origin",
+    "http://allowed.example",
+    "--max-concurrent-requests",
+    "2",
+)
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SluiceServer]:
+    yield from running_server(tmp_path_factory.mktemp("guarded"), "guarded", FLAGS)
+
+
+def _auth(key: str = API_KEY) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_api_key_guards_every_route_but_health(guarded: SluiceServer) -> None:
+    body = {"inputs": "Hi", "parameters": {"max_new_tokens": 2}}
+    assert httpx.get(f"{guarded.url}/health").status_code == 200
+    for method, path in [("POST", "/generate"), ("POST", "/generate_stream"), ("GET", "/info")]:
+        refused = httpx.request(method, f"{guarded.url}{path}", json=body)
+        assert refused.status_code == 401
+        assert refused.json()["error_type"] == "unauthorized"
+        wrong = httpx.request(method, f"{guarded.url}{path}", json=body, headers=_auth("nope"))
+        assert wrong.status_code == 401
+    ok = httpx.post(f"{guarded.url}/generate", json=body, headers=_auth(), timeout=60)
+    assert ok.status_code == 200
+    # TGI compares the lowercased header: the key matches whatever its case.
+    lower = httpx.post(f"{guarded.url}/generate", json=body, headers=_auth(API_KEY.lower()))
+    assert lower.status_code == 200
+
+
+def test_payload_limit_gives_413(guarded: SluiceServer) -> None:
+    body = {"inputs": "x" * 6000}
+    response = httpx.post(f"{guarded.url}/generate", json=body, headers=_auth())
+    assert response.status_code == 413
+    assert response.json()["error_type"] == "payload_too_large"
+
+
+def test_cors_allows_the_configured_origin_only(guarded: SluiceServer) -> None:
+    preflight = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+    allowed = httpx.options(
+        f"{guarded.url}/generate", headers={"Origin": "http://allowed.example", **preflight}
+    )
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "http://allowed.example"
+    other = httpx.options(
+        f"{guarded.url}/generate", headers={"Origin": "http://other.example", **preflight}
+    )
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_requests_beyond_max_concurrent_get_429(guarded: SluiceServer) -> None:
+    long = {"inputs": PROMPTS[0], "parameters": {"max_new_tokens": 60, "ignore_eos": True}}
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        busy = [
+            pool.submit(
+                httpx.post, f"{guarded.url}/generate", json=long, headers=_auth(), timeout=120
+            )
+            for _ in range(2)
+        ]
+        _wait_until_in_flight(guarded, 2)
+        refused = httpx.post(f"{guarded.url}/generate", json=long, headers=_auth())
+        with httpx.Client(headers=_auth()) as client:
+            events = stream_events(client, guarded.url, long)
+        assert all(future.result().status_code == 200 for future in busy)
+    assert refused.status_code == 429
+    assert refused.json() == {"error": "Model is overloaded", "error_type": "overloaded"}
+    assert events == [{"error": "Model is overloaded", "error_type": "overloaded"}]
+
+
+def _wait_until_in_flight(server: SluiceServer, count: int) -> None:
+    """Until the server's batch holds `count` running requests."""
+    for _ in range(600):
+        metrics = httpx.get(f"{server.url}/metrics", headers=_auth()).text
+        for line in metrics.splitlines():
+            if line.startswith("tgi_batch_current_size ") and float(line.split()[1]) >= count:
+                return
+        time.sleep(0.01)
+    raise TimeoutError("requests never reached the batch")
+
+
+def test_missing_content_type_gives_415(server: SluiceServer) -> None:
+    response = httpx.post(f"{server.url}/generate", content=b'{"inputs":"Hi"}')
+    assert response.status_code == 415
+    assert response.json() == {
+        "error": "Expected request with `Content-Type: application/json`",
+        "error_type": "unsupported_media_type",
+    }
+    text = httpx.post(
+        f"{server.url}/generate", content=b"{}", headers={"Content-Type": "text/plain"}
+    )
+    assert text.status_code == 415
