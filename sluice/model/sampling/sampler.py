@@ -1,15 +1,36 @@
 """Chooses the next token of every sampling request in one batched pass.
 
-Per-request settings become [num_rows] tensors; filtering (temperature, top-k, top-p) runs on
-the whole batch at once. Randomness comes from each request's own seeded generator, drawn as
-exponential noise (argmax of p / noise samples from p), so a seed reproduces a request."""
+Per-request settings become [num_rows] tensors and each stage of TGI's logits pipeline
+(contract 6.1: watermark, repetition penalty, frequency penalty, temperature, top-k, top-p,
+typical-p, choose) runs on the whole batch at once, or on the rows that use it; a batch of
+plain greedy rows skips it all. Randomness comes from each request's own seeded generator,
+drawn as exponential noise (argmax of p / noise samples from p), so a seed reproduces a
+request. Logprobs and top tokens come from the processed distribution."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
+from sluice.model.sampling.logits_processors import (
+    apply_penalties,
+    apply_typical_p,
+    apply_watermark,
+)
+from sluice.model.sampling.top_tokens import TopTokens, top_tokens
 from sluice.sampling_params import SamplingParams
+
+
+@dataclass(frozen=True, slots=True)
+class TokenHistory:
+    """What the penalties need about the sequences of the rows that use one."""
+
+    rows: tuple[int, ...]
+    """[num_penalised]: the rows of the batch these counts belong to."""
+    counts: torch.Tensor
+    """[num_penalised, vocab_size] int32: occurrences of each token in prompt + output."""
+    sequence_lengths: torch.Tensor
+    """[num_penalised] float32: tokens in each sequence (prompt + output so far)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +39,8 @@ class SamplerOutput:
     """[num_rows] int64."""
     logprobs: torch.Tensor
     """[num_rows] float32: log-probability of each chosen token under the processed distribution."""
+    top_tokens: TopTokens | None = None
+    """Set when some row asked for `top_n_tokens`."""
 
 
 class Sampler:
@@ -26,23 +49,80 @@ class Sampler:
         logits: torch.Tensor,
         params: Sequence[SamplingParams],
         generators: Sequence[torch.Generator | None],
+        *,
+        history: TokenHistory | None = None,
+        previous_token_ids: Sequence[int] = (),
     ) -> SamplerOutput:
-        """logits: [num_rows, vocab_size] float32; one params/generator entry per row."""
-        if all(p.is_greedy for p in params):
+        """logits: [num_rows, vocab_size] float32; one params/generator entry per row.
+        `history` is required when a row has a penalty, `previous_token_ids` (the last token of
+        each row's sequence) when a row has a watermark."""
+        if all(p.is_greedy and not p.adjusts_logits and p.top_n_tokens == 0 for p in params):
             token_ids = logits.argmax(dim=-1)
             return SamplerOutput(token_ids, _chosen_logprobs(logits, token_ids))
-        processed = _apply_filters(logits, params)
-        token_ids = _sample(processed, params, generators)
-        return SamplerOutput(token_ids, _chosen_logprobs(processed, token_ids))
+        if any(p.adjusts_logits for p in params):
+            logits = _adjust(logits.clone(), params, history, previous_token_ids)
+        if not all(p.is_greedy for p in params):
+            logits = _apply_filters(logits, params)
+            token_ids = _sample(logits, params, generators)
+        else:
+            token_ids = logits.argmax(dim=-1)
+        log_probs = logits.log_softmax(dim=-1)
+        chosen = log_probs.gather(-1, token_ids[:, None]).squeeze(-1)
+        top = None
+        if any(p.top_n_tokens > 0 for p in params):
+            top = top_tokens(log_probs, [p.top_n_tokens for p in params])
+        return SamplerOutput(token_ids, chosen, top)
+
+
+def _adjust(
+    logits: torch.Tensor,
+    params: Sequence[SamplingParams],
+    history: TokenHistory | None,
+    previous_token_ids: Sequence[int],
+) -> torch.Tensor:
+    """Watermark, then penalties, in place on `logits` (a copy the caller owns)."""
+    marked = [row for row, p in enumerate(params) if p.watermark is not None]
+    if marked:
+        apply_watermark(
+            logits,
+            marked,
+            [previous_token_ids[row] for row in marked],
+            [w for p in params if (w := p.watermark) is not None],
+        )
+    if history is not None:
+        rows = history.rows
+        device = logits.device
+        apply_penalties(
+            logits,
+            torch.tensor(rows, device=device),
+            history.counts,
+            history.sequence_lengths,
+            torch.tensor([params[row].repetition_penalty for row in rows], device=device),
+            torch.tensor([params[row].frequency_penalty for row in rows], device=device),
+        )
+    return logits
 
 
 def _apply_filters(logits: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:
+    """Temperature, top-k, top-p, then typical-p; greedy rows pass through unchanged."""
     device = logits.device
     sampled = torch.tensor([not p.is_greedy for p in params], device=device)
     temperatures = torch.tensor([p.temperature for p in params], device=device)
     logits = logits / torch.where(sampled, temperatures, 1.0)[:, None]
-    if not any(p.top_k > 0 or p.top_p < 1.0 for p in params if not p.is_greedy):
-        return logits
+    if any(p.top_k > 0 or p.top_p < 1.0 for p in params if not p.is_greedy):
+        logits = _apply_top_k_top_p(logits, params, sampled)
+    typical = [row for row, p in enumerate(params) if not p.is_greedy and p.typical_p < 1.0]
+    if typical:
+        rows = torch.tensor(typical, device=device)
+        mass = torch.tensor([params[row].typical_p for row in typical], device=device)
+        logits[rows] = apply_typical_p(logits[rows], mass)
+    return logits
+
+
+def _apply_top_k_top_p(
+    logits: torch.Tensor, params: Sequence[SamplingParams], sampled: torch.Tensor
+) -> torch.Tensor:
+    device = logits.device
     vocab_size = logits.shape[-1]
     top_k = torch.tensor([p.top_k or vocab_size for p in params], device=device)
     top_p = torch.tensor([p.top_p for p in params], device=device)

@@ -1,11 +1,13 @@
-"""Sampler on small random logits: greedy rows, top-k, top-p, seeds, the sampled distribution,
-and logprobs under the processed distribution."""
+"""Sampler on small random logits: greedy rows, top-k, top-p, typical-p, penalties, watermark,
+seeds, the sampled distribution, logprobs and top tokens under the processed distribution, and
+mixed batches whose rows match their solo results."""
 
 import pytest
 import torch
+from transformers.generation.logits_process import TypicalLogitsWarper
 
-from sluice.model.sampling.sampler import Sampler
-from sluice.sampling_params import SamplingParams
+from sluice.model.sampling.sampler import Sampler, TokenHistory
+from sluice.sampling_params import SamplingParams, Watermark
 
 VOCAB = 50
 GREEDY = SamplingParams(max_new_tokens=1)
@@ -162,3 +164,119 @@ def test_sampler_logprobs_are_log_softmax_of_the_filtered_logits() -> None:
     )
     assert out.token_ids[0] in top4
     torch.testing.assert_close(out.logprobs, expected)
+
+
+def _history(rows: list[int], sequences: list[list[int]], vocab: int = VOCAB) -> TokenHistory:
+    return TokenHistory(
+        rows=tuple(rows),
+        counts=torch.stack(
+            [torch.bincount(torch.tensor(s), minlength=vocab).int() for s in sequences]
+        ),
+        sequence_lengths=torch.tensor([float(len(s)) for s in sequences]),
+    )
+
+
+def test_sampler_greedy_row_with_repetition_penalty_takes_the_penalised_argmax() -> None:
+    logits = torch.zeros(1, VOCAB)
+    logits[0, 7], logits[0, 9] = 3.0, 2.0  # 7 wins unless penalised: 3 / 2 < 2
+    params = [SamplingParams(max_new_tokens=1, repetition_penalty=2.0)]
+
+    out = Sampler()(logits, params, [None], history=_history([0], [[7, 7, 1]]))
+
+    assert out.token_ids.tolist() == [9]
+    penalised = logits.clone()
+    penalised[0, 7] = 1.5
+    torch.testing.assert_close(out.logprobs, penalised.log_softmax(-1)[:, 9])
+    assert logits[0, 7] == 3.0  # the caller's logits are left alone
+
+
+def test_sampler_typical_p_never_picks_outside_the_typical_set() -> None:
+    logits = _logits(1, seed=12)[0]
+    allowed = TypicalLogitsWarper(0.4)(None, logits[None])[0].isfinite()
+
+    tokens, logprobs = _draw(logits, 500, typical_p=0.4)
+
+    assert allowed[tokens].all()
+    assert set(tokens.tolist()) == set(allowed.nonzero().flatten().tolist())
+    kept = logits.masked_fill(~allowed, float("-inf")).log_softmax(-1)
+    torch.testing.assert_close(logprobs, kept[tokens])
+
+
+MIXED = [
+    GREEDY,
+    SamplingParams(max_new_tokens=1, repetition_penalty=1.8, top_n_tokens=3),
+    _sampled(21, typical_p=0.5, temperature=0.8),
+    _sampled(22, top_k=5, frequency_penalty=1.5, repetition_penalty=1.2),
+    SamplingParams(max_new_tokens=1, watermark=Watermark(0.5, 4.0), top_n_tokens=2),
+    _sampled(23, top_p=0.6, typical_p=0.9, watermark=Watermark(0.25, 2.0), top_n_tokens=5),
+    _sampled(24, frequency_penalty=-2.0),
+]
+SEQUENCES = {1: [3, 3, 4], 3: [5, 6, 5, 5, 9, 10], 6: [1, 2, 3, 1]}
+
+
+def _solo(logits_row: torch.Tensor, row: int):
+    p = MIXED[row]
+    generator = torch.Generator().manual_seed(p.seed) if p.seed is not None else None
+    history = _history([0], [SEQUENCES[row]]) if row in SEQUENCES else None
+    return Sampler()(logits_row[None], [p], [generator], history=history, previous_token_ids=[row])
+
+
+def test_sampler_mixed_batch_rows_equal_their_solo_results() -> None:
+    logits = _logits(len(MIXED), seed=13)
+    generators = [
+        torch.Generator().manual_seed(p.seed) if p.seed is not None else None for p in MIXED
+    ]
+    rows = sorted(SEQUENCES)
+    history = _history(rows, [SEQUENCES[row] for row in rows])
+
+    out = Sampler()(
+        logits, MIXED, generators, history=history, previous_token_ids=list(range(len(MIXED)))
+    )
+
+    assert out.top_tokens is not None
+    for row in range(len(MIXED)):
+        solo = _solo(logits[row], row)
+        assert out.token_ids[row] == solo.token_ids[0], row
+        torch.testing.assert_close(out.logprobs[row], solo.logprobs[0])
+        expected_top = solo.top_tokens.token_ids[0] if solo.top_tokens else []
+        assert out.top_tokens.token_ids[row] == expected_top
+        wanted = MIXED[row].top_n_tokens
+        assert 0 < len(expected_top) <= wanted if wanted else expected_top == []
+    assert out.token_ids[0] == logits[0].argmax()
+
+
+def test_sampler_same_seed_reproduces_every_feature() -> None:
+    logits = _logits(len(MIXED), seed=14)
+    rows = sorted(SEQUENCES)
+
+    def run() -> list[int]:
+        generators = [
+            torch.Generator().manual_seed(p.seed) if p.seed is not None else None for p in MIXED
+        ]
+        history = _history(rows, [SEQUENCES[row] for row in rows])
+        tokens = []
+        for _ in range(5):  # the generators advance between steps, identically in both runs
+            out = Sampler()(logits, MIXED, generators, history=history, previous_token_ids=[1] * 7)
+            tokens += out.token_ids.tolist()
+        return tokens
+
+    assert run() == run()
+
+
+def test_sampler_top_tokens_come_from_the_processed_distribution() -> None:
+    logits = _logits(2, seed=15)
+    params = [
+        _sampled(1, top_k=2, top_n_tokens=4),
+        SamplingParams(max_new_tokens=1, top_n_tokens=3),
+    ]
+
+    out = Sampler()(logits, params, _generators([1, 2]))
+
+    assert out.top_tokens is not None
+    top2 = logits[0].topk(2).indices.tolist()
+    assert out.top_tokens.token_ids[0] == top2  # the other tokens are -inf: never listed
+    kept = logits[0, top2].log_softmax(-1).tolist()
+    assert out.top_tokens.logprobs[0] == pytest.approx(kept)
+    top3 = logits[1].log_softmax(-1).topk(3)
+    assert out.top_tokens.token_ids[1] == top3.indices.tolist()
+    assert out.top_tokens.logprobs[1] == pytest.approx(top3.values.tolist())
