@@ -321,7 +321,9 @@ def _listen_address(hostname: str) -> str:
 def _serve(args: argparse.Namespace) -> int:
     from sluice.launcher import serve  # heavy imports only once the flags are known good
 
-    return serve(build_config(args))
+    config = build_config(args)
+    configure_logging("server", json_output=config.server.json_output)
+    return serve(config)
 
 
 def _download(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from sluice.api.metrics import ServerMetrics
 from sluice.api.state import ServingState
 from sluice.config import SluiceConfig
 from sluice.engine.process import EngineLaunch, run_engine_process
+from sluice.engine.support import check_engine_support
 from sluice.frontend.engine_client import EngineClient
 from sluice.frontend.tokenizer import eos_token_ids, load_tokenizer
 from sluice.ipc.transport import FrontendChannel, IpcAddresses
@@ -26,7 +27,10 @@ WATCH_INTERVAL_S = 0.2
 def serve(config: SluiceConfig) -> int:
     """Serve until interrupted (exit code 0) or until the engine dies (exit code 1)."""
     resolved = resolve_model(config.model.model_id, config.model.revision, show_progress=True)
-    tokenizer = load_tokenizer(resolved.path)
+    if config.model.trust_remote_code:
+        logger.warning("--trust-remote-code is on: the checkpoint's own Python code may run")
+    check_engine_support(config.model, resolved)
+    tokenizer = load_tokenizer(resolved.path, trust_remote_code=config.model.trust_remote_code)
     addresses = IpcAddresses.in_new_temp_dir()
     channel = FrontendChannel(addresses)
     engine = multiprocessing.get_context("spawn").Process(
@@ -52,6 +56,7 @@ def serve(config: SluiceConfig) -> int:
             host=config.server.hostname,
             port=config.server.port,
             log_level="warning",
+            log_config=None,  # uvicorn's records go through our handlers (text or JSON)
             timeout_graceful_shutdown=5,
         )
     )

@@ -40,7 +40,7 @@ class EngineLaunch:
 
 
 def run_engine_process(launch: EngineLaunch) -> None:
-    configure_logging("engine")
+    configure_logging("engine", json_output=launch.config.server.json_output)
     channel = EngineChannel(launch.addresses)
     try:
         core, ready = _start_engine(launch, channel)
@@ -58,9 +58,15 @@ def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineC
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = resolve_dtype(launch.config.model.dtype, device)
     backend = TorchSdpaBackend()
-    hf_config = read_hf_config(launch.model_path)
+    model_config = launch.config.model
+    hf_config = read_hf_config(launch.model_path, trust_remote_code=model_config.trust_remote_code)
     model = load_model(
-        launch.model_path, dtype=dtype, device=device, parallel=SINGLE_DEVICE, backend=backend
+        launch.model_path,
+        hf_config,
+        dtype=dtype,
+        device=device,
+        parallel=SINGLE_DEVICE,
+        backend=backend,
     )
     head_dim = getattr(hf_config, "head_dim", None) or (
         hf_config.hidden_size // hf_config.num_attention_heads

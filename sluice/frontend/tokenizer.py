@@ -7,8 +7,8 @@ from pathlib import Path
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 
-def load_tokenizer(model_path: Path) -> PreTrainedTokenizerBase:
-    return AutoTokenizer.from_pretrained(model_path)
+def load_tokenizer(model_path: Path, *, trust_remote_code: bool) -> PreTrainedTokenizerBase:
+    return AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
 
 
 def eos_token_ids(model_path: Path, tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:

@@ -36,12 +36,14 @@ def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
-def read_hf_config(path: Path) -> PretrainedConfig:
-    return AutoConfig.from_pretrained(path)
+def read_hf_config(path: Path, *, trust_remote_code: bool = False) -> PretrainedConfig:
+    """The checkpoint's config; its own Python code runs only with `trust_remote_code`."""
+    return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
 
 
 def load_model(
     path: Path,
+    config: PretrainedConfig,
     *,
     dtype: torch.dtype,
     device: torch.device,
@@ -50,7 +52,6 @@ def load_model(
 ) -> nn.Module:
     """Instantiate the checkpoint's architecture on `device` and load this shard's weights."""
     started = time.perf_counter()
-    config = read_hf_config(path)
     model_class = model_class_for(config.architectures)
     with torch.device(device):
         model = model_class(config, parallel=parallel, backend=backend, dtype=dtype)

@@ -2,6 +2,7 @@
 size (413), concurrency (429); and CORS."""
 
 import concurrent.futures
+import json
 import time
 from collections.abc import Iterator
 
@@ -21,6 +22,7 @@ FLAGS = (
     "http://allowed.example",
     "--max-concurrent-requests",
     "2",
+    "--json-output",
 )
 
 
@@ -113,3 +115,10 @@ def test_missing_content_type_gives_415(server: SluiceServer) -> None:
         f"{server.url}/generate", content=b"{}", headers={"Content-Type": "text/plain"}
     )
     assert text.status_code == 415
+
+
+def test_json_output_logs_json_lines(guarded: SluiceServer) -> None:
+    lines = [line for line in guarded.log_path.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]
+    assert {"server", "engine"} <= {record["process"] for record in records}
+    assert all({"timestamp", "level", "message", "target"} <= set(record) for record in records)

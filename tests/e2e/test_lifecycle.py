@@ -1,6 +1,7 @@
 """Start-up, readiness and failure of the `sluice serve` process."""
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -121,3 +122,67 @@ def test_download_reports_a_missing_hub_repo_offline(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "nobody/nothing" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _copy_of_default_model(tmp_path: Path, **config_changes: object) -> Path:
+    """The default model's files linked into tmp_path, with config.json edited."""
+    source = Path(_run_cli("download").stdout.rsplit(" ", 1)[1].strip())
+    target = tmp_path / "model"
+    target.mkdir()
+    for file in source.iterdir():
+        if file.name != "config.json":
+            (target / file.name).symlink_to(file)
+    config = json.loads((source / "config.json").read_text())
+    (target / "config.json").write_text(json.dumps({**config, **config_changes}))
+    return target
+
+
+@pytest.mark.parametrize(
+    ("quantize", "message"),
+    [
+        ((), "the checkpoint is quantized with gptq"),
+        (("--quantize", "awq"), "`--quantize awq` contradicts the checkpoint"),
+    ],
+)
+def test_quantized_checkpoint_is_refused_not_served_wrong(
+    tmp_path: Path, quantize: tuple[str, ...], message: str
+) -> None:
+    gptq = {"quant_method": "gptq", "bits": 4, "group_size": 128}
+    model = _copy_of_default_model(tmp_path, quantization_config=gptq)
+    result = _run_cli("serve", "--model-id", str(model), *quantize)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_quantize_flag_on_full_precision_is_refused() -> None:
+    result = _run_cli("serve", "--quantize", "bitsandbytes-nf4")
+    assert result.returncode == 2
+    assert "`--quantize bitsandbytes-nf4` is not supported by this server yet" in result.stderr
+
+
+def test_more_shards_than_devices_is_refused() -> None:
+    result = _run_cli("serve", "--num-shard", "64")
+    assert result.returncode == 2
+    assert "`--num-shard` is 64 but only found" in result.stderr
+
+
+def test_remote_code_runs_only_with_trust_remote_code(tmp_path: Path) -> None:
+    marker = tmp_path / "remote-code-ran"
+    auto_map = {"AutoConfig": "configuration_custom.CustomConfig"}
+    model = _copy_of_default_model(tmp_path, auto_map=auto_map, model_type="custom-llama")
+    (model / "configuration_custom.py").write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n"
+        "from transformers import LlamaConfig\n\n"
+        "class CustomConfig(LlamaConfig):\n    model_type = 'custom-llama'\n"
+    )
+    refused = _run_cli("serve", "--model-id", str(model), "--port", "1")
+    assert refused.returncode == 1
+    assert "--trust-remote-code" in refused.stderr
+    assert not marker.exists()
+    # `--quantize` is checked after the config (and its code) loaded: the run stops there.
+    trusted = _run_cli(
+        "serve", "--model-id", str(model), "--trust-remote-code", "--quantize", "gptq"
+    )
+    assert marker.exists()
+    assert "`--quantize gptq` is not supported by this server yet" in trusted.stderr

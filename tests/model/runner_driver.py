@@ -19,8 +19,10 @@ BLOCK_SIZE = 16
 def build_runner(path: Path, dtype: torch.dtype, num_blocks: int = 64) -> ModelRunner:
     device = torch.device("cpu")
     backend = TorchSdpaBackend()
-    model = load_model(path, dtype=dtype, device=device, parallel=SINGLE_DEVICE, backend=backend)
     config = read_hf_config(path)
+    model = load_model(
+        path, config, dtype=dtype, device=device, parallel=SINGLE_DEVICE, backend=backend
+    )
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     spec = KVCacheSpec(config.num_hidden_layers, config.num_key_value_heads, head_dim, dtype)
     return ModelRunner(
