@@ -11,6 +11,7 @@ import uvicorn
 from sluice.api.app import create_app
 from sluice.api.metrics import ServerMetrics
 from sluice.api.state import ServingState
+from sluice.api.tracing import start_tracing
 from sluice.config import SluiceConfig
 from sluice.engine.process import EngineLaunch, run_engine_process
 from sluice.engine.support import check_engine_support
@@ -61,9 +62,16 @@ def serve(config: SluiceConfig) -> int:
         )
     )
     logger.info("listening on %s:%d", config.server.hostname, config.server.port)
+    tracer_provider = None
+    if config.server.otlp_endpoint is not None:
+        tracer_provider = start_tracing(
+            config.server.otlp_endpoint, config.server.otlp_service_name
+        )
     try:
         return asyncio.run(_serve_while_engine_lives(server, engine, state.client))
     finally:
+        if tracer_provider is not None:
+            tracer_provider.shutdown()
         if engine.is_alive():
             engine.terminate()
             engine.join(timeout=10)

@@ -14,6 +14,7 @@ from sluice.api import tgi_routes
 from sluice.api.error_mapping import error_body, status_for
 from sluice.api.middleware import RequestGate
 from sluice.api.state import ServingState
+from sluice.api.tracing import TracingMiddleware
 from sluice.errors import SluiceError
 
 
@@ -33,6 +34,8 @@ def create_app(state: ServingState) -> FastAPI:
     app.add_middleware(
         RequestGate, api_key=server.api_key, payload_limit=state.config.api.payload_limit
     )
+    if server.otlp_endpoint is not None:
+        app.add_middleware(TracingMiddleware)
     # Outermost, so that CORS preflight requests are answered before the API key check.
     app.add_middleware(
         CORSMiddleware,
