@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sluice.engine.kv_cache.manager import KVCacheManager
 from sluice.engine.request import Request, RequestId, RequestStatus
 from sluice.ipc.messages import FinishReason, RequestOutput
-from sluice.model.step import RunnerOutput, ScheduledRequest, StepPlan
+from sluice.model.step import RunnerOutput, SampledToken, ScheduledRequest, StepPlan
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +79,7 @@ class Scheduler:
             reason = request.check_finished()
             if reason is not None:
                 self._finish(request, reason)
-            outputs.append(
-                RequestOutput(request.request_id, [sampled.token_id], [sampled.logprob], reason)
-            )
+            outputs.append(_request_output(request, sampled, reason))
         return outputs
 
     def fail(self, request_id: RequestId, message: str) -> RequestOutput:
@@ -160,4 +158,22 @@ class Scheduler:
             num_prompt_tokens=len(request.prompt_token_ids),
             block_ids=tuple(request.block_ids),
             sampling=request.sampling if samples else None,
+            counts_tokens=request.sampling.has_penalty,
+            wants_prompt_logprobs=request.sampling.prompt_logprobs and not request.output_token_ids,
         )
+
+
+def _request_output(
+    request: Request, sampled: SampledToken, reason: FinishReason | None
+) -> RequestOutput:
+    if not sampled.top_token_ids and not sampled.prompt_logprobs:
+        return RequestOutput(request.request_id, [sampled.token_id], [sampled.logprob], reason)
+    return RequestOutput(
+        request.request_id,
+        [sampled.token_id],
+        [sampled.logprob],
+        reason,
+        top_token_ids=[list(sampled.top_token_ids)],
+        top_logprobs=[list(sampled.top_logprobs)],
+        prompt_logprobs=list(sampled.prompt_logprobs),
+    )

@@ -42,6 +42,14 @@ class RequestOutput(msgspec.Struct, frozen=True, omit_defaults=True):
     finish_reason: FinishReason | None = None
     error: str | None = None
     """Set when generation failed; the request is over."""
+    top_token_ids: list[list[int]] = []
+    """One list per token of `token_ids` when the request asked for `top_n_tokens`: the most
+    likely tokens at that position, best first."""
+    top_logprobs: list[list[float]] = []
+    """The logprobs of `top_token_ids`, list for list."""
+    prompt_logprobs: list[float] = []
+    """On the first output of a request that asked for prompt logprobs: the logprob of each
+    prompt token after the first (NaN where unknown)."""
 
 
 class StepStats(msgspec.Struct, frozen=True):

@@ -1,8 +1,10 @@
 """Runs one step on this shard's device: flatten the plan into batch tensors, run the model
-over the paged cache, compute logits only for sampling rows, and sample.
+over the paged cache, compute logits only for sampling rows (and the prompt positions of
+requests that want prompt logprobs), and sample.
 
-Holds the state that outlives a step on the device side: the KV cache tensors and each
-sampling request's random generator."""
+Holds the state that outlives a step on the device side: the KV cache tensors, each sampling
+request's random generator, the token counts of requests with a penalty and the prompt
+logprobs being collected. All of it is dropped when the plan lists the request as finished."""
 
 from collections.abc import Sequence
 
@@ -10,7 +12,9 @@ import torch
 from torch import nn
 
 from sluice.model.attention.backend import AttentionBackend, BatchLayout
-from sluice.model.sampling.sampler import Sampler
+from sluice.model.prompt_logprobs import PromptLogprobs
+from sluice.model.sampling.sampler import Sampler, SamplerOutput, TokenHistory
+from sluice.model.sampling.token_counts import TokenCounts
 from sluice.model.step import RequestId, RunnerOutput, SampledToken, ScheduledRequest, StepPlan
 
 
@@ -30,15 +34,18 @@ class ModelRunner:
         self.device = device
         self.sampler = Sampler()
         self._generators: dict[RequestId, torch.Generator] = {}
+        self._token_counts = TokenCounts(model.config.vocab_size, device)
+        self._prompt_logprobs = PromptLogprobs()
 
     @torch.inference_mode()
     def execute(self, plan: StepPlan) -> RunnerOutput:
-        for request_id in plan.finished_request_ids:
-            self._generators.pop(request_id, None)
+        if plan.finished_request_ids:
+            self._drop(plan.finished_request_ids)
         if not plan.requests:
             return RunnerOutput(sampled=())
         requests = plan.requests
         hidden = self.forward(plan)
+        self._track(requests, hidden)
         sampling = [r for r in requests if r.sampling is not None]
         if not sampling:
             return RunnerOutput(sampled=())
@@ -51,15 +58,15 @@ class ModelRunner:
         logits = self.model.compute_logits(hidden[torch.tensor(rows, device=self.device)])
         params = [r.sampling for r in sampling if r.sampling is not None]
         generators = [self._generator_for(r) for r in sampling]
-        out = self.sampler(logits, params, generators)
-        return RunnerOutput(
-            sampled=tuple(
-                SampledToken(r.request_id, token_id, logprob)
-                for r, token_id, logprob in zip(
-                    sampling, out.token_ids.tolist(), out.logprobs.tolist(), strict=True
-                )
-            )
+        marked = any(p.watermark is not None for p in params)
+        out = self.sampler(
+            logits,
+            params,
+            generators,
+            history=self._history(sampling),
+            previous_token_ids=[r.token_ids[-1] for r in sampling] if marked else (),
         )
+        return RunnerOutput(sampled=self._sampled_tokens(sampling, out))
 
     def forward(self, plan: StepPlan) -> torch.Tensor:
         """Run the model over the plan's tokens. Returns hidden states [num_tokens, hidden]."""
@@ -85,6 +92,56 @@ class ModelRunner:
             torch.tensor(token_ids, dtype=torch.long, device=self.device),
             torch.tensor(positions, dtype=torch.long, device=self.device),
         )
+
+    def _track(self, requests: Sequence[ScheduledRequest], hidden: torch.Tensor) -> None:
+        """Count the tokens of penalised requests and collect wanted prompt logprobs."""
+        counting = [r for r in requests if r.counts_tokens]
+        if counting:
+            self._token_counts.observe(counting)
+        if any(r.wants_prompt_logprobs for r in requests):
+            self._prompt_logprobs.compute(requests, hidden, self.model.compute_logits)
+
+    def _history(self, sampling: Sequence[ScheduledRequest]) -> TokenHistory | None:
+        """Token counts of the sampling rows whose requests have a penalty, if any do."""
+        penalised = [row for row, r in enumerate(sampling) if r.counts_tokens]
+        if not penalised:
+            return None
+        return self._token_counts.history(
+            penalised, [sampling[row].request_id for row in penalised]
+        )
+
+    def _sampled_tokens(
+        self, sampling: Sequence[ScheduledRequest], out: SamplerOutput
+    ) -> tuple[SampledToken, ...]:
+        token_ids, logprobs = out.token_ids.tolist(), out.logprobs.tolist()
+        top = out.top_tokens
+        if top is None and not any(r.wants_prompt_logprobs for r in sampling):
+            return tuple(
+                SampledToken(r.request_id, token_id, logprob)
+                for r, token_id, logprob in zip(sampling, token_ids, logprobs, strict=True)
+            )
+        sampled = []
+        for row, request in enumerate(sampling):
+            prompt_logprobs: tuple[float, ...] = ()
+            if request.wants_prompt_logprobs:
+                prompt_logprobs = self._prompt_logprobs.take(request.request_id)
+            sampled.append(
+                SampledToken(
+                    request.request_id,
+                    token_ids[row],
+                    logprobs[row],
+                    top_token_ids=tuple(top.token_ids[row]) if top else (),
+                    top_logprobs=tuple(top.logprobs[row]) if top else (),
+                    prompt_logprobs=prompt_logprobs,
+                )
+            )
+        return tuple(sampled)
+
+    def _drop(self, request_ids: Sequence[RequestId]) -> None:
+        for request_id in request_ids:
+            self._generators.pop(request_id, None)
+        self._token_counts.drop(request_ids)
+        self._prompt_logprobs.drop(request_ids)
 
     def _generator_for(self, request: ScheduledRequest) -> torch.Generator | None:
         sampling = request.sampling

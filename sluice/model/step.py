@@ -23,6 +23,12 @@ class ScheduledRequest:
     """The request's whole block table; covers every position up to the end of this step."""
     sampling: SamplingParams | None
     """Set when this step ends at the request's last known token, so it samples the next one."""
+    counts_tokens: bool = False
+    """The request has a penalty: the runner counts every token of its sequence as the steps
+    bring them, so its first step must start at position 0 (no skipped prefix)."""
+    wants_prompt_logprobs: bool = False
+    """The runner computes logits at this step's prompt positions and hands the prompt's
+    logprobs over with the first sampled token. Cleared once that token exists."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +55,12 @@ class SampledToken:
     request_id: RequestId
     token_id: int
     logprob: float
+    top_token_ids: tuple[int, ...] = ()
+    """The most likely tokens at this position, best first, when `top_n_tokens` asked."""
+    top_logprobs: tuple[float, ...] = ()
+    prompt_logprobs: tuple[float, ...] = ()
+    """On the first token of a request that wants them: the logprob of each prompt token after
+    the first (NaN where unknown)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,7 +56,14 @@ class Sampler:
         """logits: [num_rows, vocab_size] float32; one params/generator entry per row.
         `history` is required when a row has a penalty, `previous_token_ids` (the last token of
         each row's sequence) when a row has a watermark."""
-        if all(p.is_greedy and not p.adjusts_logits and p.top_n_tokens == 0 for p in params):
+        if all(
+            not p.do_sample
+            and p.top_n_tokens == 0
+            and p.watermark is None
+            and p.repetition_penalty == 1.0
+            and p.frequency_penalty == 0.0
+            for p in params
+        ):  # plain greedy: attribute reads only, this runs every step
             token_ids = logits.argmax(dim=-1)
             return SamplerOutput(token_ids, _chosen_logprobs(logits, token_ids))
         if any(p.adjusts_logits for p in params):

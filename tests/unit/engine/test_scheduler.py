@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from sluice.engine.request import Request, RequestStatus
 from sluice.engine.scheduler import Scheduler
 from sluice.ipc.messages import FinishReason, RequestOutput
-from sluice.model.step import StepPlan
+from sluice.model.step import RunnerOutput, SampledToken, StepPlan
+from sluice.sampling_params import SamplingParams
 from tests.unit.engine.scheduler_driver import (
     EOS,
     LOGPROB,
@@ -383,3 +384,32 @@ def test_scheduler_random_add_abort_step_keep_block_invariants(
             assert len(produced) == request.sampling.max_new_tokens
         else:
             assert produced[-1].token_ids == [EOS]
+
+
+def test_scheduler_flags_penalised_and_prompt_logprob_requests_on_every_chunk() -> None:
+    scheduler = make_scheduler(num_blocks=8, max_step_tokens=8)
+    wanted = SamplingParams(max_new_tokens=3, repetition_penalty=1.2, prompt_logprobs=True)
+    scheduler.add_request(Request("a", list(range(1000, 1020)), wanted))
+    scheduler.add_request(make_request("plain", 2))
+    runner = FakeRunner()
+
+    plans = [run_step(scheduler, runner)[0] for _ in range(5)]
+
+    described = [r for plan in plans for r in plan.requests if r.request_id == "a"]
+    assert all(r.counts_tokens for r in described)
+    # Prompt logprobs while the prompt is prefilled (3 chunks), not once a token exists.
+    assert [r.wants_prompt_logprobs for r in described] == [True, True, True, False, False]
+    plain = [r for plan in plans for r in plan.requests if r.request_id == "plain"]
+    assert not any(r.counts_tokens or r.wants_prompt_logprobs for r in plain)
+
+
+def test_scheduler_passes_top_tokens_and_prompt_logprobs_to_the_output() -> None:
+    scheduler = make_scheduler()
+    scheduler.add_request(make_request("a", 3))
+    plan = scheduler.schedule()
+    sampled = SampledToken("a", 7, -0.5, (7, 8), (-0.5, -1.5), (-2.0, -3.0))
+
+    (output,) = scheduler.update(plan, RunnerOutput((sampled,)))
+
+    assert output.top_token_ids == [[7, 8]] and output.top_logprobs == [[-0.5, -1.5]]
+    assert output.prompt_logprobs == [-2.0, -3.0]

@@ -16,7 +16,7 @@ from sluice.ipc.messages import (
     StepOutputs,
     StepStats,
 )
-from sluice.sampling_params import SamplingParams
+from sluice.sampling_params import SamplingParams, Watermark
 
 _STATS = StepStats(
     step_index=3,
@@ -54,6 +54,19 @@ INPUTS = [
             ignore_eos=True,
         ),
     ),
+    AddRequest(
+        "every-feature",
+        [1, 2],
+        SamplingParams(
+            max_new_tokens=3,
+            typical_p=0.5,
+            repetition_penalty=1.3,
+            frequency_penalty=-0.5,
+            watermark=Watermark(gamma=0.25, delta=3.0),
+            top_n_tokens=5,
+            prompt_logprobs=True,
+        ),
+    ),
     AbortRequests(["a", "b"]),
     AbortRequests([]),
 ]
@@ -64,6 +77,14 @@ OUTPUTS = [
             RequestOutput("b", [7, 8], [-1.5, -0.0], FinishReason.EOS_TOKEN),
             RequestOutput("c", [9], [-2.0], FinishReason.LENGTH),
             RequestOutput("d", [], [], error="RuntimeError: device fell over"),
+            RequestOutput(
+                "e",
+                [4],
+                [-0.1],
+                top_token_ids=[[4, 6]],
+                top_logprobs=[[-0.1, -2.5]],
+                prompt_logprobs=[-3.0, -0.75],
+            ),
         ],
         stats=_STATS,
     ),
