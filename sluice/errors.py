@@ -69,3 +69,41 @@ class EngineDeadError(SluiceError):
 
     def __str__(self) -> str:
         return f"Request failed during generation: Server error: {super().__str__()}"
+
+
+class TemplateError(SluiceError):
+    """The chat template is missing or failed to render (HTTP 422)."""
+
+    error_type = "template_error"
+
+    def __str__(self) -> str:
+        return f"Template error: {super().__str__()}"
+
+
+class ToolError(SluiceError):
+    """Tools that cannot be used as asked, or a tool call that cannot be parsed (HTTP 422)."""
+
+    error_type = "tool_error"
+
+    def __str__(self) -> str:
+        return f"Tool error: {super().__str__()}"
+
+
+class SuffixNotSupportedError(SluiceError):
+    """/v1/completions with a `suffix` (HTTP 422)."""
+
+    error_type = "suffix not supported"
+
+    def __init__(self) -> None:
+        super().__init__("Suffix is not supported and can be achieved by preprocessing the prompt.")
+
+
+class ClientBatchSizeError(SluiceError):
+    """/v1/completions with more prompts than --max-client-batch-size (HTTP 422)."""
+
+    error_type = "batch size exceeded"
+
+    def __init__(self, max_client_batch_size: int) -> None:
+        super().__init__(
+            f"Number of prompts exceeds the maximum allowed batch size of {max_client_batch_size}"
+        )

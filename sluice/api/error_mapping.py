@@ -3,12 +3,16 @@
 from typing import Final
 
 from sluice.errors import (
+    ClientBatchSizeError,
     EngineDeadError,
     GenerationError,
     IncompleteGenerationError,
     NotReadyError,
     OverloadedError,
     SluiceError,
+    SuffixNotSupportedError,
+    TemplateError,
+    ToolError,
     ValidationError,
 )
 
@@ -19,6 +23,10 @@ STATUS_BY_ERROR: Final[dict[type[SluiceError], int]] = {
     EngineDeadError: 424,
     IncompleteGenerationError: 500,
     NotReadyError: 503,
+    TemplateError: 422,
+    ToolError: 422,
+    SuffixNotSupportedError: 422,
+    ClientBatchSizeError: 422,
 }
 
 
