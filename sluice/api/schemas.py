@@ -65,6 +65,7 @@ class Details(BaseModel):
     seed: int | None
     prefill: list[PrefillToken]
     tokens: list[Token]
+    top_tokens: list[list[Token]] | None = Field(None, description="omitted when empty")
 
 
 class GenerateResponse(BaseModel):
@@ -82,6 +83,7 @@ class StreamDetails(BaseModel):
 class StreamResponse(BaseModel):
     index: int
     token: Token
+    top_tokens: list[Token] | None = Field(None, description="only when top_n_tokens > 0")
     generated_text: str | None
     details: StreamDetails | None
 

@@ -28,7 +28,9 @@ class ServingState:
         if not self.client.is_healthy:
             raise NotReadyError(self.client.failure or "the model is still loading")
         if self._processor is None:
-            self._processor = InputProcessor(self.tokenizer, self.client.limits, self.eos_token_ids)
+            self._processor = InputProcessor(
+                self.tokenizer, self.client.limits, self.eos_token_ids, self.config.api
+            )
         return self._processor
 
     def take_permit(self) -> None:

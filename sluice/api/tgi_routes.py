@@ -18,6 +18,7 @@ from sluice.api.schemas import (
     GenerateRequest,
     GenerateResponse,
     Info,
+    PrefillToken,
     StreamDetails,
     StreamResponse,
     Token,
@@ -25,7 +26,7 @@ from sluice.api.schemas import (
 from sluice.api.sse import sse_event
 from sluice.api.state import ServingState
 from sluice.errors import SluiceError, ValidationError
-from sluice.frontend.generation import GeneratedToken, generate_tokens
+from sluice.frontend.generation import GeneratedToken, TopToken, generate_tokens
 from sluice.frontend.input_processor import GenerationParameters, ValidatedRequest
 
 router = APIRouter()
@@ -194,6 +195,8 @@ def _stream_event(
         generated_text=None,
         details=None,
     )
+    if validated.sampling.top_n_tokens > 0:
+        event.top_tokens = [_wire_token(top) for top in token.top_tokens]
     if token.finish_reason is not None:
         text = token.generated_text
         event.generated_text = body.inputs + text if body.parameters.return_full_text else text
@@ -204,22 +207,28 @@ def _stream_event(
                 seed=validated.sampling.seed,
                 input_length=len(validated.prompt_token_ids),
             )
-    return event.model_dump()
+    return event.model_dump(exclude_unset=True)
 
 
 def _details(tokens: list[GeneratedToken], validated: ValidatedRequest) -> Details:
     finish_reason = tokens[-1].finish_reason
     assert finish_reason is not None  # generate_tokens ends with the finishing token
-    return Details(
+    details = Details(
         finish_reason=finish_reason.value,
         generated_tokens=len(tokens),
         seed=validated.sampling.seed,
-        prefill=[],
+        prefill=[
+            PrefillToken(id=p.token_id, text=p.text, logprob=p.logprob)
+            for p in tokens[0].prompt_tokens
+        ],
         tokens=[_wire_token(token) for token in tokens],
     )
+    if validated.sampling.top_n_tokens > 0:
+        details.top_tokens = [[_wire_token(top) for top in t.top_tokens] for t in tokens]
+    return details
 
 
-def _wire_token(token: GeneratedToken) -> Token:
+def _wire_token(token: GeneratedToken | TopToken) -> Token:
     return Token(
         id=token.token_id, text=token.text, logprob=token.logprob, special=token.is_special
     )

@@ -36,6 +36,9 @@ class IncrementalDetokenizer:
         self.text = ""
         """Every non-special token's text so far."""
 
+    def is_special(self, token_id: int) -> bool:
+        return token_id in self._special_ids
+
     def add(self, token_id: int, *, is_last: bool = False) -> DecodedToken:
         """Text of `token_id`; with `is_last`, flush bytes held back for an incomplete character."""
         if token_id in self._special_ids:

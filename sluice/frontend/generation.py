@@ -2,6 +2,7 @@
 and end it on a stop string. Every route consumes `generate_tokens`."""
 
 import contextlib
+import math
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -12,15 +13,25 @@ from sluice.frontend.detokenizer import IncrementalDetokenizer
 from sluice.frontend.engine_client import EngineClient
 from sluice.frontend.input_processor import ValidatedRequest
 from sluice.frontend.stop_checker import StopChecker
-from sluice.ipc.messages import FinishReason
+from sluice.ipc.messages import FinishReason, RequestOutput
 
 
 @dataclass(frozen=True, slots=True)
 class TopToken:
     token_id: int
     text: str
+    """The token decoded on its own, as TGI does."""
     logprob: float
     is_special: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PromptToken:
+    token_id: int
+    text: str
+    """The token decoded on its own, as TGI does."""
+    logprob: float | None
+    """None for the first token (nothing predicts it) and where the engine could not tell."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +48,9 @@ class GeneratedToken:
     """All non-special text so far (cut right after a matched stop string)."""
     top_tokens: tuple[TopToken, ...] = ()
     """The most likely alternatives at this position, when `top_n_tokens` asked for them."""
+    prompt_tokens: tuple[PromptToken, ...] = ()
+    """On the first token only: every prompt token with its logprob, when the request asked
+    for prompt logprobs (`SamplingParams.prompt_logprobs`)."""
 
 
 async def generate_tokens(
@@ -60,15 +74,61 @@ async def generate_tokens(
                     cut = len(detokenizer.text) - stop_end
                     text = text[: len(text) - cut]
                     finish_reason = FinishReason.STOP_SEQUENCE
-                index += 1
                 yield GeneratedToken(
-                    index=index,
+                    index=index + 1,
                     token_id=token_id,
                     text=text,
                     logprob=logprob,
                     is_special=decoded.is_special,
                     finish_reason=finish_reason,
                     generated_text=detokenizer.text[: stop_end or len(detokenizer.text)],
+                    top_tokens=_top_tokens(tokenizer, detokenizer, output, position),
+                    prompt_tokens=_prompt_tokens(tokenizer, request, output) if index == 0 else (),
                 )
+                index += 1
                 if finish_reason is not None:
                     return
+
+
+def _top_tokens(
+    tokenizer: PreTrainedTokenizerBase,
+    detokenizer: IncrementalDetokenizer,
+    output: RequestOutput,
+    position: int,
+) -> tuple[TopToken, ...]:
+    if not output.top_token_ids:
+        return ()
+    token_ids = output.top_token_ids[position]
+    texts = _decode_each(tokenizer, token_ids)
+    return tuple(
+        TopToken(token_id, text, logprob, detokenizer.is_special(token_id))
+        for token_id, text, logprob in zip(
+            token_ids, texts, output.top_logprobs[position], strict=True
+        )
+    )
+
+
+def _prompt_tokens(
+    tokenizer: PreTrainedTokenizerBase, request: ValidatedRequest, output: RequestOutput
+) -> tuple[PromptToken, ...]:
+    if not request.sampling.prompt_logprobs:
+        return ()
+    token_ids = request.prompt_token_ids
+    texts = _decode_each(tokenizer, token_ids)
+    logprobs = [None, *(None if math.isnan(value) else value for value in output.prompt_logprobs)]
+    if len(logprobs) != len(token_ids):  # the engine sent none: every logprob is unknown
+        logprobs = [None] * len(token_ids)
+    return tuple(
+        PromptToken(token_id, text, logprob)
+        for token_id, text, logprob in zip(token_ids, texts, logprobs, strict=True)
+    )
+
+
+def _decode_each(tokenizer: PreTrainedTokenizerBase, token_ids: list[int]) -> list[str]:
+    """Each token decoded on its own, special tokens literally (TGI's top and prefill texts)."""
+    texts: list[str] = tokenizer.batch_decode(
+        [[token_id] for token_id in token_ids],
+        skip_special_tokens=False,
+        clean_up_tokenization_spaces=False,
+    )
+    return texts

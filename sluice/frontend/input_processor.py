@@ -10,7 +10,7 @@ from transformers import PreTrainedTokenizerBase
 
 from sluice.config import ApiConfig, ServingLimits
 from sluice.errors import ValidationError
-from sluice.sampling_params import SamplingParams
+from sluice.sampling_params import SamplingParams, Watermark
 
 MAX_NEW_TOKENS_PER_PASS = 1024
 """TGI validates (and schedules) at most this many new tokens per pass; see contract 6.5."""
@@ -79,7 +79,6 @@ class InputProcessor:
         if params.truncate is not None:
             token_ids = token_ids[-params.truncate :]
         max_new_tokens = self._check_lengths(len(token_ids), params.max_new_tokens)
-        _refuse_unimplemented(params)
         return ValidatedRequest(
             token_ids, self._sampling(params, max_new_tokens), stop=tuple(params.stop)
         )
@@ -135,16 +134,29 @@ class InputProcessor:
         seed = None
         if do_sample:
             seed = params.seed if params.seed is not None else secrets.randbits(64)
+        api = self.api
         return SamplingParams(
             max_new_tokens=max_new_tokens,
             do_sample=do_sample,
             temperature=temperature,
             top_k=top_k,
             top_p=top_p,
+            typical_p=_or_default(params.typical_p, 1.0),
+            repetition_penalty=_or_default(params.repetition_penalty, 1.0),
+            frequency_penalty=_or_default(params.frequency_penalty, 0.0),
+            watermark=Watermark(api.watermark_gamma, api.watermark_delta)
+            if params.watermark
+            else None,
+            top_n_tokens=params.top_n_tokens or 0,
+            prompt_logprobs=params.decoder_input_details and api.enable_prefill_logprobs,
             seed=seed,
             stop_token_ids=self.eos_token_ids,
             ignore_eos=params.ignore_eos,
         )
+
+
+def _or_default(value: float | None, default: float) -> float:
+    return value if value is not None else default
 
 
 def _asks_for_sampling(params: GenerationParameters) -> bool:
@@ -179,17 +191,3 @@ def _check_ranges(params: GenerationParameters) -> None:
         raise ValidationError("`top_k` must be strictly positive")
     if params.max_new_tokens is not None and params.max_new_tokens <= 0:
         raise ValidationError("`max_new_tokens` must be strictly positive")
-
-
-def _refuse_unimplemented(params: GenerationParameters) -> None:
-    """Parameters TGI has that sluice does not implement yet: refused, never ignored."""
-    unimplemented = {
-        "repetition_penalty": params.repetition_penalty not in (None, 1.0),
-        "frequency_penalty": params.frequency_penalty not in (None, 0.0),
-        "typical_p": params.typical_p is not None,
-        "top_n_tokens": bool(params.top_n_tokens),
-        "watermark": params.watermark,
-    }
-    for name, is_set in unimplemented.items():
-        if is_set:
-            raise ValidationError(f"`{name}` is not supported by this server yet")

@@ -18,6 +18,14 @@ def fp32_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SluiceServ
     yield from running_server(tmp_path_factory.mktemp("server"), "fp32", ("--dtype", "float32"))
 
 
+@pytest.fixture(scope="session")
+def prefill_logprobs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SluiceServer]:
+    """Default flags plus --enable-prefill-logprobs: `decoder_input_details` fills `prefill`."""
+    yield from running_server(
+        tmp_path_factory.mktemp("server"), "prefill-logprobs", ("--enable-prefill-logprobs",)
+    )
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if Path(str(item.fspath)).parent.name == "e2e":

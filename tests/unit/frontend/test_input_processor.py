@@ -6,9 +6,10 @@ from collections.abc import Callable
 import pytest
 from transformers import PreTrainedTokenizerBase
 
-from sluice.config import ServingLimits
+from sluice.config import ApiConfig, ServingLimits
 from sluice.errors import ValidationError
 from sluice.frontend.input_processor import GenerationParameters, InputProcessor
+from sluice.sampling_params import Watermark
 
 IM_END = 2  # the eos id given to the processor: every request's stop token
 
@@ -199,3 +200,41 @@ def test_input_processor_keeps_the_given_seed(make_processor, seed: int) -> None
 
     assert (sampling.temperature, sampling.top_k, sampling.top_p) == (0.7, 10, 0.95)
     assert sampling.seed == seed
+
+
+def test_input_processor_passes_penalties_typical_p_and_top_n_through(make_processor) -> None:
+    params = GenerationParameters(
+        repetition_penalty=1.3, frequency_penalty=-0.5, typical_p=0.4, top_n_tokens=3
+    )
+
+    sampling = make_processor().process("hello", params).sampling
+
+    assert (sampling.repetition_penalty, sampling.frequency_penalty) == (1.3, -0.5)
+    assert (sampling.typical_p, sampling.top_n_tokens) == (0.4, 3)
+    assert sampling.do_sample and sampling.seed is not None  # typical_p is a warper
+    plain = make_processor().process("hello", GenerationParameters()).sampling
+    assert (plain.repetition_penalty, plain.frequency_penalty, plain.typical_p) == (1.0, 0.0, 1.0)
+    assert (plain.top_n_tokens, plain.watermark, plain.prompt_logprobs) == (0, None, False)
+
+
+def test_input_processor_penalties_alone_stay_greedy(make_processor) -> None:
+    params = GenerationParameters(repetition_penalty=2.0, frequency_penalty=1.0, watermark=True)
+
+    sampling = make_processor().process("hello", params).sampling
+
+    assert (sampling.do_sample, sampling.seed) == (False, None)
+
+
+def test_input_processor_watermark_and_prompt_logprobs_follow_the_server_flags(
+    tokenizer: PreTrainedTokenizerBase,
+) -> None:
+    params = GenerationParameters(watermark=True, decoder_input_details=True)
+    api = ApiConfig(watermark_gamma=0.3, watermark_delta=1.5, enable_prefill_logprobs=True)
+
+    enabled = InputProcessor(tokenizer, _limits(), (IM_END,), api).process("hi", params).sampling
+    default = InputProcessor(tokenizer, _limits(), (IM_END,)).process("hi", params).sampling
+
+    assert enabled.watermark == Watermark(gamma=0.3, delta=1.5)
+    assert enabled.prompt_logprobs
+    assert default.watermark == Watermark(gamma=0.5, delta=2.0)
+    assert not default.prompt_logprobs  # decoder_input_details needs --enable-prefill-logprobs
