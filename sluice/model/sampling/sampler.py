@@ -75,9 +75,8 @@ class Sampler:
             token_ids = logits.argmax(dim=-1)
         log_probs = logits.log_softmax(dim=-1)
         chosen = log_probs.gather(-1, token_ids[:, None]).squeeze(-1)
-        top = None
-        if any(p.top_n_tokens > 0 for p in params):
-            top = top_tokens(log_probs, [p.top_n_tokens for p in params])
+        wanting = [row for row, p in enumerate(params) if p.top_n_tokens > 0]
+        top = _top_tokens(log_probs, params, wanting) if wanting else None
         return SamplerOutput(token_ids, chosen, top)
 
 
@@ -108,6 +107,19 @@ def _adjust(
             torch.tensor([params[row].frequency_penalty for row in rows], device=device),
         )
     return logits
+
+
+def _top_tokens(
+    log_probs: torch.Tensor, params: Sequence[SamplingParams], rows: Sequence[int]
+) -> TopTokens:
+    """Top tokens of the rows that ask for them; the others get empty lists."""
+    index = torch.tensor(rows, device=log_probs.device)
+    found = top_tokens(log_probs[index], [params[row].top_n_tokens for row in rows])
+    token_ids: list[list[int]] = [[] for _ in params]
+    logprobs: list[list[float]] = [[] for _ in params]
+    for row, row_ids, row_logprobs in zip(rows, found.token_ids, found.logprobs, strict=True):
+        token_ids[row], logprobs[row] = row_ids, row_logprobs
+    return TopTokens(token_ids, logprobs)
 
 
 def _apply_filters(logits: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:
