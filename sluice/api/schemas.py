@@ -59,6 +59,16 @@ class PrefillToken(BaseModel):
 FinishReasonName = Literal["length", "eos_token", "stop_sequence"]
 
 
+class BestOfSequence(BaseModel):
+    generated_text: str
+    finish_reason: FinishReasonName
+    generated_tokens: int
+    seed: int | None
+    prefill: list[PrefillToken]
+    tokens: list[Token]
+    top_tokens: list[list[Token]] | None = Field(None, description="omitted when empty")
+
+
 class Details(BaseModel):
     finish_reason: FinishReasonName
     generated_tokens: int
@@ -66,6 +76,9 @@ class Details(BaseModel):
     prefill: list[PrefillToken]
     tokens: list[Token]
     top_tokens: list[list[Token]] | None = Field(None, description="omitted when empty")
+    best_of_sequences: list[BestOfSequence] | None = Field(
+        None, description="the other sequences of best_of; omitted unless best_of > 1"
+    )
 
 
 class GenerateResponse(BaseModel):

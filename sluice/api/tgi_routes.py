@@ -3,15 +3,21 @@
 Errors before a stream starts get a status code and a JSON body; once a stream has started,
 errors travel in-band as an SSE event and the status stays 200, as in TGI."""
 
+import asyncio
+import dataclasses
+import secrets
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
+import msgspec
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from sluice import __version__
 from sluice.api.error_mapping import error_body, status_for
 from sluice.api.schemas import (
+    BestOfSequence,
     Details,
     ErrorResponse,
     GenerateParameters,
@@ -88,28 +94,78 @@ async def generate(request: Request, body: GenerateRequest) -> Response:
     started = time.perf_counter()
     state.metrics.request_count.inc()
     try:
-        state.take_permit()
+        sequences = await _generate_best_of(state, body)
     except SluiceError as error:
         return _error_response(state, error)
-    try:
-        validated = _validate(state, body, streaming=False)
-        tokens = [
-            token async for token in generate_tokens(state.client, state.tokenizer, validated)
-        ]
-    except SluiceError as error:
-        return _error_response(state, error)
-    finally:
-        state.release_permit()
     state.metrics.request_success.inc()
     state.metrics.request_duration.observe(time.perf_counter() - started)
-    text = tokens[-1].generated_text
-    if body.parameters.return_full_text:
-        text = body.inputs + text
-    if body.parameters.details or body.parameters.decoder_input_details:
-        response = GenerateResponse(generated_text=text, details=_details(tokens, validated))
-    else:
-        response = GenerateResponse(generated_text=text)
+    best, *others = sorted(sequences, key=_mean_logprob, reverse=True)
+    params = body.parameters
+    text = _full_text(body, best.tokens[-1].generated_text)
+    if not (params.details or params.decoder_input_details):
+        return JSONResponse(GenerateResponse(generated_text=text).model_dump(exclude_unset=True))
+    details = _details(best.tokens, best.request)
+    if others:
+        details.best_of_sequences = [_best_of_sequence(body, other) for other in others]
+    response = GenerateResponse(generated_text=text, details=details)
     return JSONResponse(response.model_dump(exclude_unset=True))
+
+
+@dataclass(frozen=True, slots=True)
+class _Sequence:
+    request: ValidatedRequest
+    tokens: list[GeneratedToken]
+
+
+async def _generate_best_of(state: ServingState, body: GenerateRequest) -> list[_Sequence]:
+    """Run `best_of` independent generations at once (one permit each, as TGI takes them);
+    one failing cancels the others."""
+    best_of = body.parameters.best_of or 1
+    max_best_of = state.config.api.max_best_of
+    permits = 0
+    try:
+        for _ in range(best_of):
+            state.take_permit()
+            permits += 1
+        if best_of > 1 and max_best_of == 1:
+            raise ValidationError("`best_of` != 1 is not allowed for this endpoint")
+        if best_of > max_best_of:
+            raise ValidationError(f"`best_of` must be > 0 and <= {max_best_of}. Given: {best_of}")
+        first = _validate(state, body, streaming=False)
+        requests = [first] + [_reseeded(first) for _ in range(best_of - 1)]
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(_collect(state, r)) for r in requests]
+        return [_Sequence(r, task.result()) for r, task in zip(requests, tasks, strict=True)]
+    except* SluiceError as errors:
+        raise errors.exceptions[0] from None
+    finally:
+        for _ in range(permits):
+            state.release_permit()
+
+
+async def _collect(state: ServingState, request: ValidatedRequest) -> list[GeneratedToken]:
+    return [token async for token in generate_tokens(state.client, state.tokenizer, request)]
+
+
+def _reseeded(request: ValidatedRequest) -> ValidatedRequest:
+    sampling = msgspec.structs.replace(request.sampling, seed=secrets.randbits(64))
+    return dataclasses.replace(request, sampling=sampling)
+
+
+def _mean_logprob(sequence: _Sequence) -> float:
+    return sum(t.logprob for t in sequence.tokens) / len(sequence.tokens)
+
+
+def _full_text(body: GenerateRequest, text: str) -> str:
+    return body.inputs + text if body.parameters.return_full_text else text
+
+
+def _best_of_sequence(body: GenerateRequest, sequence: _Sequence) -> BestOfSequence:
+    details = _details(sequence.tokens, sequence.request)
+    return BestOfSequence(
+        generated_text=_full_text(body, sequence.tokens[-1].generated_text),
+        **details.model_dump(exclude={"best_of_sequences"}, exclude_unset=True),
+    )
 
 
 @router.post("/generate_stream", responses={200: {"content": {"text/event-stream": {}}}})
@@ -180,8 +236,6 @@ def _validate(state: ServingState, body: GenerateRequest, *, streaming: bool) ->
 
 
 def _refuse_unsupported(params: GenerateParameters) -> None:
-    if params.best_of not in (None, 0, 1):
-        raise ValidationError("`best_of` != 1 is not supported by this server yet")
     if params.grammar is not None:
         raise ValidationError("grammar is not supported")
 
@@ -199,7 +253,7 @@ def _stream_event(
         event.top_tokens = [_wire_token(top) for top in token.top_tokens]
     if token.finish_reason is not None:
         text = token.generated_text
-        event.generated_text = body.inputs + text if body.parameters.return_full_text else text
+        event.generated_text = _full_text(body, text)
         if body.parameters.details:
             event.details = StreamDetails(
                 finish_reason=token.finish_reason.value,
