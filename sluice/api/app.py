@@ -10,7 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from sluice import __version__
-from sluice.api import tgi_routes
+from sluice.api import openai_routes, tgi_routes, tokenize_routes
 from sluice.api.error_mapping import error_body, status_for
 from sluice.api.middleware import RequestGate
 from sluice.api.state import ServingState
@@ -28,6 +28,8 @@ def create_app(state: ServingState) -> FastAPI:
     app = FastAPI(title="Text Generation Inference", version=__version__, lifespan=lifespan)
     app.state.serving = state
     app.include_router(tgi_routes.router)
+    app.include_router(openai_routes.router)
+    app.include_router(tokenize_routes.router)
     app.add_exception_handler(RequestValidationError, _malformed_body)
     app.add_exception_handler(SluiceError, _sluice_error)
     server = state.config.server

@@ -1,0 +1,59 @@
+"""One native generation as the OpenAI routes run it, under the same rules as /generate: counted
+in `tgi_request_count`, holding a concurrency permit (429 without one), validated by the input
+processor, and counted as a success or as a failure by error type when it ends.
+
+A chat or completions call runs one of these per prompt (and a second one when a tool call
+turns into `no_tool`), each counted, as TGI counts its internal generate calls."""
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from sluice.api.state import ServingState
+from sluice.errors import SluiceError
+from sluice.frontend.generation import GeneratedToken, generate_tokens
+from sluice.frontend.input_processor import GenerationParameters, ValidatedRequest
+
+
+@dataclass(frozen=True, slots=True)
+class StartedGeneration:
+    request: ValidatedRequest
+    tokens: AsyncIterator[GeneratedToken]
+    """Ends with the token that carries the finish reason; leaving early aborts the request."""
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return len(self.request.prompt_token_ids)
+
+
+@contextlib.asynccontextmanager
+async def counted_generation(
+    state: ServingState, inputs: str, params: GenerationParameters
+) -> AsyncIterator[StartedGeneration]:
+    """Errors raised inside (overload, validation, generation) are counted as failures and
+    propagate; leaving the block normally counts a success, whether or not every token was read
+    (a caller stops reading once a tool call's JSON is complete)."""
+    started = time.perf_counter()
+    state.metrics.request_count.inc()
+    try:
+        state.take_permit()
+    except SluiceError as error:
+        count_failure(state, error)
+        raise
+    try:
+        request = state.processor.process(inputs, params)
+        tokens = generate_tokens(state.client, state.tokenizer, request)
+        async with contextlib.aclosing(tokens):
+            yield StartedGeneration(request, tokens)
+    except SluiceError as error:
+        count_failure(state, error)
+        raise
+    finally:
+        state.release_permit()
+    state.metrics.request_success.inc()
+    state.metrics.request_duration.observe(time.perf_counter() - started)
+
+
+def count_failure(state: ServingState, error: SluiceError) -> None:
+    state.metrics.request_failure.labels(error.error_type).inc()
