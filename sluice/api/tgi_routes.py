@@ -1,4 +1,4 @@
-"""TGI's native routes: /generate, /generate_stream, /info, /health, /metrics.
+"""TGI's native routes: /generate, /generate_stream, / (compat), /info, /health, /metrics.
 
 Errors before a stream starts get a status code and a JSON body; once a stream has started,
 errors travel in-band as an SSE event and the status stays 200, as in TGI."""
@@ -91,24 +91,50 @@ async def metrics(request: Request) -> Response:
 @router.post("/generate", response_model=GenerateResponse, responses=ERROR_RESPONSES)
 async def generate(request: Request, body: GenerateRequest) -> Response:
     state = _state(request)
-    started = time.perf_counter()
-    state.metrics.request_count.inc()
     try:
-        sequences = await _generate_best_of(state, body)
+        response = await _generate(state, body)
     except SluiceError as error:
         return _error_response(state, error)
+    return JSONResponse(response.model_dump(exclude_unset=True))
+
+
+@router.post(
+    "/",
+    response_model=list[GenerateResponse],
+    responses={**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}},
+)
+async def compat_generate(request: Request, body: GenerateRequest) -> Response:
+    """TGI's compat route: `stream` picks /generate_stream or /generate (whose body comes back
+    wrapped in a one-element array). `return_full_text` defaults to true here, as TGI does for
+    a model whose Hub pipeline tag is text-generation or unknown."""
+    if body.parameters.return_full_text is None:
+        parameters = body.parameters.model_copy(update={"return_full_text": True})
+        body = body.model_copy(update={"parameters": parameters})
+    if body.stream:
+        return await generate_stream(request, body)
+    state = _state(request)
+    try:
+        response = await _generate(state, body)
+    except SluiceError as error:
+        return _error_response(state, error)
+    return JSONResponse([response.model_dump(exclude_unset=True)])
+
+
+async def _generate(state: ServingState, body: GenerateRequest) -> GenerateResponse:
+    started = time.perf_counter()
+    state.metrics.request_count.inc()
+    sequences = await _generate_best_of(state, body)
     state.metrics.request_success.inc()
     state.metrics.request_duration.observe(time.perf_counter() - started)
     best, *others = sorted(sequences, key=_mean_logprob, reverse=True)
     params = body.parameters
     text = _full_text(body, best.tokens[-1].generated_text)
     if not (params.details or params.decoder_input_details):
-        return JSONResponse(GenerateResponse(generated_text=text).model_dump(exclude_unset=True))
+        return GenerateResponse(generated_text=text)
     details = _details(best.tokens, best.request)
     if others:
         details.best_of_sequences = [_best_of_sequence(body, other) for other in others]
-    response = GenerateResponse(generated_text=text, details=details)
-    return JSONResponse(response.model_dump(exclude_unset=True))
+    return GenerateResponse(generated_text=text, details=details)
 
 
 @dataclass(frozen=True, slots=True)
