@@ -126,6 +126,23 @@ def test_chat_logprobs_per_token(server: SluiceServer) -> None:
     chunks = _chunks(_sse(server, "/v1/chat/completions", {**body, "stream": True}))
     streamed = [c["choices"][0]["logprobs"]["content"][0] for c in chunks]
     assert [e["token"] for e in streamed] == [e["token"] for e in content]
+    top = _post(server, "/v1/chat/completions", {**body, "top_logprobs": 2}).json()
+    for entry in top["choices"][0]["logprobs"]["content"]:
+        assert len(entry["top_logprobs"]) == 2
+        assert entry["top_logprobs"][0]["token"] == entry["token"]  # greedy picks the top one
+        assert entry["top_logprobs"][0]["logprob"] >= entry["top_logprobs"][1]["logprob"]
+
+
+def test_chat_presence_penalty_becomes_repetition_penalty(server: SluiceServer) -> None:
+    body = {"messages": QUESTION, "max_tokens": 24, "temperature": 0}
+    tokenized = _post(server, "/chat_tokenize", {"messages": QUESTION}).json()
+    native_body = {
+        "inputs": tokenized["templated_text"],
+        "parameters": {"max_new_tokens": 24, "repetition_penalty": 2.5},
+    }
+    native = _post(server, "/generate", native_body).json()["generated_text"]
+    chat = _post(server, "/v1/chat/completions", {**body, "presence_penalty": 0.5}).json()
+    assert chat["choices"][0]["message"]["content"] == native
 
 
 def test_chat_model_is_echoed(server: SluiceServer) -> None:
@@ -331,3 +348,14 @@ def test_chat_tokenize_shows_the_templated_tools(server: SluiceServer) -> None:
 def test_openapi_documents_the_routes(server: SluiceServer, route: str) -> None:
     paths = httpx.get(server.url + "/openapi.json").json()["paths"]
     assert route in paths and "/v1/completions" in paths and "/tokenize" in paths
+
+
+def test_chat_no_tool_reruns_without_tools(server: SluiceServer) -> None:
+    """With `tools: []` and auto, no_tool is the only choice: the answer is plain content."""
+    body: dict[str, Any] = {"messages": QUESTION, "max_tokens": 8, "temperature": 0}
+    plain = _post(server, "/v1/chat/completions", body).json()["choices"][0]["message"]
+    with_no_tool = {**body, "tools": [], "tool_choice": "auto"}
+    chat = _post(server, "/v1/chat/completions", with_no_tool).json()
+    assert chat["choices"][0]["message"] == plain
+    chunks = _chunks(_sse(server, "/v1/chat/completions", {**with_no_tool, "stream": True}))
+    assert "".join(c["choices"][0]["delta"]["content"] for c in chunks) == plain["content"]
