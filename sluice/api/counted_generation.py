@@ -7,7 +7,7 @@ turns into `no_tool`), each counted, as TGI counts its internal generate calls."
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from sluice.api.state import ServingState
@@ -19,7 +19,7 @@ from sluice.frontend.input_processor import GenerationParameters, ValidatedReque
 @dataclass(frozen=True, slots=True)
 class StartedGeneration:
     request: ValidatedRequest
-    tokens: AsyncIterator[GeneratedToken]
+    tokens: AsyncGenerator[GeneratedToken, None]
     """Ends with the token that carries the finish reason; leaving early aborts the request."""
 
     @property
@@ -44,6 +44,7 @@ async def counted_generation(
     try:
         request = state.processor.process(inputs, params)
         tokens = generate_tokens(state.client, state.tokenizer, request)
+        assert isinstance(tokens, AsyncGenerator)  # closed explicitly when left early
         async with contextlib.aclosing(tokens):
             yield StartedGeneration(request, tokens)
     except SluiceError as error:

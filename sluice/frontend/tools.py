@@ -89,9 +89,7 @@ class ToolSelection:
     """The tools a request may call, and the grammar that holds the model to them."""
 
     tools: tuple[Tool, ...]
-    """What the prompt lists: every client tool, plus `no_tool` for auto."""
-    allowed: tuple[Tool, ...]
-    """What the grammar allows: all of `tools`, or the one the request names."""
+    """Every client tool (plus `no_tool` for auto), or the one the request names."""
     grammar: dict[str, JsonValue]
     """TGI's `$functions` JSON schema, for a `json` grammar once decoding can be constrained."""
 
@@ -100,9 +98,9 @@ class ToolSelection:
         """The start that the grammar forces on every allowed call: with one function, through
         its name and, when its first parameter is required, that parameter's key (and the
         opening quote of a string value)."""
-        if len(self.allowed) != 1:
+        if len(self.tools) != 1:
             return CALL_PREFIX
-        tool = self.allowed[0]
+        tool = self.tools[0]
         return CALL_PREFIX + json.dumps(tool.name, ensure_ascii=False)[1:] + _first_key(tool)
 
 
@@ -120,6 +118,7 @@ def _first_key(tool: Tool) -> str:
 
 def select_tools(tools: Sequence[Tool], choice: ToolChoice) -> ToolSelection | None:
     """Apply `tool_choice`; None means an ordinary chat (`none`, or nothing to call)."""
+    allowed: tuple[Tool, ...]
     match choice.kind:
         case ToolChoiceKind.NONE:
             return None
@@ -127,14 +126,14 @@ def select_tools(tools: Sequence[Tool], choice: ToolChoice) -> ToolSelection | N
             named = [tool for tool in tools if tool.name == choice.function_name]
             if not named:
                 raise ToolError(f"Tool with name {choice.function_name} not found")
-            listed, allowed = (named[0],), (named[0],)
+            allowed = (named[0],)
         case ToolChoiceKind.REQUIRED:
-            listed = allowed = tuple(tools)
+            allowed = tuple(tools)
         case ToolChoiceKind.AUTO:
-            listed = allowed = (*tools, NO_TOOL)
+            allowed = (*tools, NO_TOOL)
     if not allowed:
         return None
-    return ToolSelection(tools=listed, allowed=allowed, grammar=grammar_schema(allowed))
+    return ToolSelection(tools=allowed, grammar=grammar_schema(allowed))
 
 
 def grammar_schema(tools: Sequence[Tool]) -> dict[str, JsonValue]:

@@ -57,19 +57,21 @@ def test_tools_grammar_is_tgi_functions_schema() -> None:
 def test_tools_auto_adds_no_tool() -> None:
     selection = select_tools([WEATHER, TIME], ToolChoice())
     assert selection is not None
-    assert selection.allowed == (WEATHER, TIME, NO_TOOL)
-    assert list(selection.grammar["$functions"]) == ["get_weather", "get_time", "no_tool"]  # type: ignore[call-overload]
+    assert selection.tools == (WEATHER, TIME, NO_TOOL)
+    functions = selection.grammar["$functions"]
+    assert isinstance(functions, dict)
+    assert list(functions) == ["get_weather", "get_time", "no_tool"]
     assert selection.call_prefix == '{"function": {"_name": "'
 
 
 def test_tools_required_allows_every_tool_without_no_tool() -> None:
     selection = select_tools([WEATHER, TIME], ToolChoice(ToolChoiceKind.REQUIRED))
-    assert selection is not None and selection.allowed == (WEATHER, TIME)
+    assert selection is not None and selection.tools == (WEATHER, TIME)
 
 
 def test_tools_named_choice_allows_only_that_tool() -> None:
     selection = select_tools([WEATHER, TIME], ToolChoice.from_string("get_weather"))
-    assert selection is not None and selection.tools == selection.allowed == (WEATHER,)
+    assert selection is not None and selection.tools == (WEATHER,)
     assert selection.call_prefix == '{"function": {"_name": "get_weather", "location": "'
 
 
