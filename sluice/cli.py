@@ -301,6 +301,8 @@ def build_config(args: argparse.Namespace) -> SluiceConfig:
         if value is not None:
             section, field = flag.target.split(".")
             sections[section][field] = value
+    if os.environ.get("COMPUTE_TYPE"):  # TGI reads it from the environment only
+        sections["server"]["compute_type"] = os.environ["COMPUTE_TYPE"]
     if "hostname" in sections["server"]:
         sections["server"]["hostname"] = _listen_address(str(sections["server"]["hostname"]))
     return SluiceConfig(**{name: SECTIONS[name](**fields) for name, fields in sections.items()})

@@ -57,6 +57,8 @@ class ServerConfig:
     """OpenTelemetry collector for request traces (TGI: OTLP_ENDPOINT)."""
     otlp_service_name: str = "text-generation-inference.router"
     """Service name on exported traces (TGI: OTLP_SERVICE_NAME)."""
+    compute_type: str | None = None
+    """Value of the x-compute-type response header (TGI: COMPUTE_TYPE, no flag)."""
 
 
 @dataclass(frozen=True, slots=True)

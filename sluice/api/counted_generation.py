@@ -6,10 +6,10 @@ A chat or completions call runs one of these per prompt (and a second one when a
 turns into `no_tool`), each counted, as TGI counts its internal generate calls."""
 
 import contextlib
-import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
+from sluice.api.request_timer import RequestTimer
 from sluice.api.state import ServingState
 from sluice.errors import SluiceError
 from sluice.frontend.generation import GeneratedToken, generate_tokens
@@ -34,7 +34,7 @@ async def counted_generation(
     """Errors raised inside (overload, validation, generation) are counted as failures and
     propagate; leaving the block normally counts a success, whether or not every token was read
     (a caller stops reading once a tool call's JSON is complete)."""
-    started = time.perf_counter()
+    timer = RequestTimer()
     state.metrics.request_count.inc()
     try:
         state.take_permit()
@@ -43,7 +43,8 @@ async def counted_generation(
         raise
     try:
         request = state.processor.process(inputs, params)
-        tokens = generate_tokens(state.client, state.tokenizer, request)
+        timer.mark_validated(request)
+        tokens = _timed(generate_tokens(state.client, state.tokenizer, request), timer)
         assert isinstance(tokens, AsyncGenerator)  # closed explicitly when left early
         async with contextlib.aclosing(tokens):
             yield StartedGeneration(request, tokens)
@@ -52,8 +53,16 @@ async def counted_generation(
         raise
     finally:
         state.release_permit()
-    state.metrics.request_success.inc()
-    state.metrics.request_duration.observe(time.perf_counter() - started)
+    state.metrics.observe_request(timer)
+
+
+async def _timed(
+    tokens: AsyncIterator[GeneratedToken], timer: RequestTimer
+) -> AsyncIterator[GeneratedToken]:
+    async with contextlib.aclosing(tokens):
+        async for token in tokens:
+            timer.mark_token(token)
+            yield token
 
 
 def count_failure(state: ServingState, error: SluiceError) -> None:

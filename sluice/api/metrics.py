@@ -1,11 +1,15 @@
-"""Prometheus collectors, with TGI's metric names where TGI has the metric."""
+"""Prometheus collectors, with TGI's metric names, types and buckets where TGI has the metric;
+sluice's own additions are prefixed `sluice_`."""
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.utils import floatToGoString
 
+from sluice.api.request_timer import RequestTimer
+from sluice.config import ServingLimits
 from sluice.ipc.messages import StepStats
 
 DURATION_BUCKETS = tuple(0.00015 * 1.5**k for k in range(35))
-BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+BATCH_SIZE_BUCKETS = tuple(2**k for k in range(11))
 
 
 class ServerMetrics:
@@ -17,15 +21,39 @@ class ServerMetrics:
         self.request_failure = Counter(
             "tgi_request_failure", "Failed requests by cause", ["err"], registry=r
         )
-        self.request_duration = Histogram(
-            "tgi_request_duration", "End-to-end latency", buckets=DURATION_BUCKETS, registry=r
-        )
+        self._durations = {
+            name: Histogram(name, help_text, buckets=DURATION_BUCKETS, registry=r)
+            for name, help_text in (
+                ("tgi_request_duration", "End-to-end latency"),
+                ("tgi_request_validation_duration", "Arrival to enqueued"),
+                ("tgi_request_queue_duration", "Enqueued to first step"),
+                ("tgi_request_inference_duration", "First step to last token"),
+                ("tgi_request_mean_time_per_token_duration", "Inference time per token"),
+                ("sluice_request_time_to_first_token", "Arrival to first token"),
+            )
+        }
+        self._sizes: dict[str, Histogram] = {}
         self.queue_size = Gauge("tgi_queue_size", "Requests waiting", registry=r)
         self.batch_current_size = Gauge(
             "tgi_batch_current_size", "Requests in the running batch", registry=r
         )
+        self.batch_current_max_tokens = Gauge(
+            "tgi_batch_current_max_tokens", "KV cache tokens held by the running batch", registry=r
+        )
+        self.batch_max_total_tokens = Gauge(
+            "tgi_batch_max_total_tokens", "KV cache capacity in tokens", registry=r
+        )
         self.batch_inference_count = Counter(
             "tgi_batch_inference_count", "Forward steps", ["method"], registry=r
+        )
+        self.batch_inference_success = Counter(
+            "tgi_batch_inference_success", "Forward steps that succeeded", ["method"], registry=r
+        )
+        self.batch_inference_failure = Counter(
+            "tgi_batch_inference_failure",
+            "Forward steps where a request failed",
+            ["method"],
+            registry=r,
         )
         self.batch_forward_duration = Histogram(
             "tgi_batch_forward_duration",
@@ -41,13 +69,81 @@ class ServerMetrics:
             registry=r,
         )
 
+    @property
+    def request_duration(self) -> Histogram:
+        return self._durations["tgi_request_duration"]
+
+    def set_limits(self, limits: ServingLimits) -> None:
+        """Create the size histograms, whose buckets follow the serving limits, as TGI does."""
+        if self._sizes:
+            return
+        self.batch_max_total_tokens.set(limits.max_batch_total_tokens)
+        r = self.registry
+        for name, help_text, top in (
+            ("tgi_request_input_length", "Prompt tokens", limits.max_input_tokens),
+            (
+                "tgi_request_max_new_tokens",
+                "Tokens the request may generate",
+                limits.max_total_tokens,
+            ),
+            ("tgi_request_generated_tokens", "Tokens generated", limits.max_total_tokens),
+        ):
+            buckets = tuple(k * top / 100 for k in range(1, 101))
+            self._sizes[name] = Histogram(name, help_text, buckets=buckets, registry=r)
+
+    def observe_request(self, timer: RequestTimer) -> None:
+        """A request that reached its final token."""
+        self.request_success.inc()
+        durations = self._durations
+        durations["tgi_request_duration"].observe(timer.total_s)
+        durations["tgi_request_validation_duration"].observe(timer.validation_s)
+        durations["tgi_request_queue_duration"].observe(timer.queue_s)
+        durations["tgi_request_inference_duration"].observe(timer.inference_s)
+        durations["tgi_request_mean_time_per_token_duration"].observe(timer.time_per_token_s)
+        if timer.time_to_first_token_s is not None:
+            durations["sluice_request_time_to_first_token"].observe(timer.time_to_first_token_s)
+        if self._sizes:
+            self._sizes["tgi_request_input_length"].observe(timer.input_length)
+            self._sizes["tgi_request_max_new_tokens"].observe(timer.max_new_tokens)
+            self._sizes["tgi_request_generated_tokens"].observe(timer.generated_tokens)
+
     def observe_step(self, stats: StepStats) -> None:
         method = "prefill" if stats.num_prefill_tokens else "decode"
         self.batch_inference_count.labels(method).inc()
+        if stats.num_failed_requests:
+            self.batch_inference_failure.labels(method).inc()
+        else:
+            self.batch_inference_success.labels(method).inc()
         self.batch_forward_duration.labels(method).observe(stats.duration_s)
         self.step_batch_size.observe(stats.num_requests)
         self.queue_size.set(stats.num_waiting)
         self.batch_current_size.set(stats.num_running)
+        used_blocks = stats.num_blocks - stats.num_free_blocks
+        self.batch_current_max_tokens.set(used_blocks * stats.block_size)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return render_tgi_exposition(self.registry)
+
+
+def render_tgi_exposition(registry: CollectorRegistry) -> bytes:
+    """Prometheus text format as TGI's exporter writes it: counters keep their bare names
+    (`tgi_request_count`, not `tgi_request_count_total`, which dashboards built for TGI would
+    miss), and no `_created` samples."""
+    lines: list[str] = []
+    for family in registry.collect():
+        lines.append(f"# HELP {family.name} {_escape(family.documentation)}")
+        lines.append(f"# TYPE {family.name} {family.type}")
+        for sample in family.samples:
+            if sample.name.endswith("_created"):
+                continue
+            name = sample.name
+            if family.type == "counter":
+                name = name.removesuffix("_total")
+            labels = ",".join(f'{key}="{_escape(value)}"' for key, value in sample.labels.items())
+            rendered_labels = f"{{{labels}}}" if labels else ""
+            lines.append(f"{name}{rendered_labels} {floatToGoString(sample.value)}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')

@@ -31,7 +31,16 @@ class ServingState:
             self._processor = InputProcessor(
                 self.tokenizer, self.client.limits, self.eos_token_ids, self.config.api
             )
+            self.metrics.set_limits(self.client.limits)
         return self._processor
+
+    @property
+    def compute_type(self) -> str:
+        """TGI's x-compute-type: COMPUTE_TYPE when set, else `<shards>-<device>`."""
+        if self.config.server.compute_type is not None:
+            return self.config.server.compute_type
+        device = self.client.ready_info.device if self.client.ready_info else "unknown"
+        return f"{self.config.model.num_shard or 1}-{device}"
 
     def take_permit(self) -> None:
         """Count a request in flight, or refuse it (429) at the limit."""

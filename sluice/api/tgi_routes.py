@@ -6,7 +6,6 @@ errors travel in-band as an SSE event and the status stays 200, as in TGI."""
 import asyncio
 import dataclasses
 import secrets
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from sluice import __version__
 from sluice.api.error_mapping import error_body, status_for
+from sluice.api.request_timer import RequestTimer
 from sluice.api.schemas import (
     BestOfSequence,
     Details,
@@ -92,10 +92,11 @@ async def metrics(request: Request) -> Response:
 async def generate(request: Request, body: GenerateRequest) -> Response:
     state = _state(request)
     try:
-        response = await _generate(state, body)
+        response, timer = await _generate(state, body)
     except SluiceError as error:
         return _error_response(state, error)
-    return JSONResponse(response.model_dump(exclude_unset=True))
+    headers = timer.headers(state.compute_type, len(body.inputs))
+    return JSONResponse(response.model_dump(exclude_unset=True), headers=headers)
 
 
 @router.post(
@@ -114,27 +115,29 @@ async def compat_generate(request: Request, body: GenerateRequest) -> Response:
         return await generate_stream(request, body)
     state = _state(request)
     try:
-        response = await _generate(state, body)
+        response, timer = await _generate(state, body)
     except SluiceError as error:
         return _error_response(state, error)
-    return JSONResponse([response.model_dump(exclude_unset=True)])
+    headers = timer.headers(state.compute_type, len(body.inputs))
+    return JSONResponse([response.model_dump(exclude_unset=True)], headers=headers)
 
 
-async def _generate(state: ServingState, body: GenerateRequest) -> GenerateResponse:
-    started = time.perf_counter()
+async def _generate(
+    state: ServingState, body: GenerateRequest
+) -> tuple[GenerateResponse, RequestTimer]:
+    timer = RequestTimer()
     state.metrics.request_count.inc()
-    sequences = await _generate_best_of(state, body)
-    state.metrics.request_success.inc()
-    state.metrics.request_duration.observe(time.perf_counter() - started)
+    sequences = await _generate_best_of(state, body, timer)
+    state.metrics.observe_request(timer)
     best, *others = sorted(sequences, key=_mean_logprob, reverse=True)
     params = body.parameters
     text = _full_text(body, best.tokens[-1].generated_text)
     if not (params.details or params.decoder_input_details):
-        return GenerateResponse(generated_text=text)
+        return GenerateResponse(generated_text=text), timer
     details = _details(best.tokens, best.request)
     if others:
         details.best_of_sequences = [_best_of_sequence(body, other) for other in others]
-    return GenerateResponse(generated_text=text, details=details)
+    return GenerateResponse(generated_text=text, details=details), timer
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,9 +146,11 @@ class _Sequence:
     tokens: list[GeneratedToken]
 
 
-async def _generate_best_of(state: ServingState, body: GenerateRequest) -> list[_Sequence]:
+async def _generate_best_of(
+    state: ServingState, body: GenerateRequest, timer: RequestTimer
+) -> list[_Sequence]:
     """Run `best_of` independent generations at once (one permit each, as TGI takes them);
-    one failing cancels the others."""
+    one failing cancels the others. The timer follows the first."""
     best_of = body.parameters.best_of or 1
     max_best_of = state.config.api.max_best_of
     permits = 0
@@ -158,9 +163,13 @@ async def _generate_best_of(state: ServingState, body: GenerateRequest) -> list[
         if best_of > max_best_of:
             raise ValidationError(f"`best_of` must be > 0 and <= {max_best_of}. Given: {best_of}")
         first = _validate(state, body, streaming=False)
+        timer.mark_validated(first)
         requests = [first] + [_reseeded(first) for _ in range(best_of - 1)]
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(_collect(state, r)) for r in requests]
+            tasks = [
+                group.create_task(_collect(state, r, timer if i == 0 else None))
+                for i, r in enumerate(requests)
+            ]
         return [_Sequence(r, task.result()) for r, task in zip(requests, tasks, strict=True)]
     except* SluiceError as errors:
         raise errors.exceptions[0] from None
@@ -169,8 +178,15 @@ async def _generate_best_of(state: ServingState, body: GenerateRequest) -> list[
             state.release_permit()
 
 
-async def _collect(state: ServingState, request: ValidatedRequest) -> list[GeneratedToken]:
-    return [token async for token in generate_tokens(state.client, state.tokenizer, request)]
+async def _collect(
+    state: ServingState, request: ValidatedRequest, timer: RequestTimer | None
+) -> list[GeneratedToken]:
+    tokens = []
+    async for token in generate_tokens(state.client, state.tokenizer, request):
+        if timer is not None:
+            timer.mark_token(token)
+        tokens.append(token)
+    return tokens
 
 
 def _reseeded(request: ValidatedRequest) -> ValidatedRequest:
@@ -198,15 +214,18 @@ def _best_of_sequence(body: GenerateRequest, sequence: _Sequence) -> BestOfSeque
 async def generate_stream(request: Request, body: GenerateRequest) -> StreamingResponse:
     state = _state(request)
     state.metrics.request_count.inc()
+    headers = {
+        "X-Accel-Buffering": "no",
+        "x-compute-type": state.compute_type,
+        "x-compute-characters": str(len(body.inputs)),
+    }
     return StreamingResponse(
-        _stream_events(state, body),
-        media_type="text/event-stream",
-        headers={"X-Accel-Buffering": "no"},
+        _stream_events(state, body), media_type="text/event-stream", headers=headers
     )
 
 
 async def _stream_events(state: ServingState, body: GenerateRequest) -> AsyncIterator[bytes]:
-    started = time.perf_counter()
+    timer = RequestTimer()
     try:
         state.take_permit()
     except SluiceError as error:
@@ -215,7 +234,9 @@ async def _stream_events(state: ServingState, body: GenerateRequest) -> AsyncIte
         return
     try:
         validated = _validate(state, body, streaming=True)
+        timer.mark_validated(validated)
         async for token in generate_tokens(state.client, state.tokenizer, validated):
+            timer.mark_token(token)
             yield sse_event(_stream_event(token, body, validated))
     except SluiceError as error:
         _count_failure(state, error)
@@ -223,8 +244,7 @@ async def _stream_events(state: ServingState, body: GenerateRequest) -> AsyncIte
         return
     finally:
         state.release_permit()
-    state.metrics.request_success.inc()
-    state.metrics.request_duration.observe(time.perf_counter() - started)
+    state.metrics.observe_request(timer)
 
 
 def _validate(state: ServingState, body: GenerateRequest, *, streaming: bool) -> ValidatedRequest:

@@ -51,7 +51,7 @@ class EngineCore:
         ran, output, errors = self._execute_isolating_failures(plan)
         outputs = [self.scheduler.fail(request_id, error) for request_id, error in errors.items()]
         outputs += self.scheduler.update(ran, output)
-        stats = self._stats(plan, time.perf_counter() - started)
+        stats = self._stats(plan, time.perf_counter() - started, num_failed=len(errors))
         self.num_steps += 1
         return StepOutputs(outputs=outputs, stats=stats)
 
@@ -78,7 +78,7 @@ class EngineCore:
             sampled.extend(output.sampled)
         return StepPlan(tuple(ran)), RunnerOutput(tuple(sampled)), errors
 
-    def _stats(self, plan: StepPlan, duration_s: float) -> StepStats:
+    def _stats(self, plan: StepPlan, duration_s: float, *, num_failed: int) -> StepStats:
         prompt_tokens = plan.num_prompt_tokens
         kv_cache = self.scheduler.kv_cache
         return StepStats(
@@ -91,4 +91,6 @@ class EngineCore:
             num_running=len(self.scheduler.running),
             num_free_blocks=kv_cache.num_free_blocks,
             num_blocks=kv_cache.num_blocks,
+            block_size=kv_cache.block_size,
+            num_failed_requests=num_failed,
         )

@@ -25,6 +25,7 @@ class Request:
     prompt_token_ids: list[int]
     sampling: SamplingParams
     arrival_time: float = field(default_factory=time.monotonic)
+    first_scheduled_time: float | None = None
     output_token_ids: list[int] = field(default_factory=list)
     num_computed_tokens: int = 0
     """Tokens whose K/V are in the cache; catches up with `num_tokens` step by step."""

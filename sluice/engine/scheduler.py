@@ -8,6 +8,7 @@ last. When blocks run out, the most recently admitted request is preempted: its 
 freed and it recomputes later. Knows nothing about tensors; talks to the cache only through
 KVCacheManager."""
 
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -114,6 +115,8 @@ class Scheduler:
                 return
             self.waiting.popleft()
             request.status = RequestStatus.RUNNING
+            if request.first_scheduled_time is None:
+                request.first_scheduled_time = time.monotonic()
             self.running.append(request)
             scheduled.append(request)
             num_new[request.request_id] = count
@@ -166,8 +169,13 @@ class Scheduler:
 def _request_output(
     request: Request, sampled: SampledToken, reason: FinishReason | None
 ) -> RequestOutput:
+    queue_s = None
+    if len(request.output_token_ids) == 1 and request.first_scheduled_time is not None:
+        queue_s = request.first_scheduled_time - request.arrival_time
     if not sampled.top_token_ids and not sampled.prompt_logprobs:
-        return RequestOutput(request.request_id, [sampled.token_id], [sampled.logprob], reason)
+        return RequestOutput(
+            request.request_id, [sampled.token_id], [sampled.logprob], reason, queue_s=queue_s
+        )
     return RequestOutput(
         request.request_id,
         [sampled.token_id],
@@ -176,4 +184,5 @@ def _request_output(
         top_token_ids=[list(sampled.top_token_ids)],
         top_logprobs=[list(sampled.top_logprobs)],
         prompt_logprobs=list(sampled.prompt_logprobs),
+        queue_s=queue_s,
     )

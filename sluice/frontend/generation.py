@@ -51,6 +51,8 @@ class GeneratedToken:
     prompt_tokens: tuple[PromptToken, ...] = ()
     """On the first token only: every prompt token with its logprob, when the request asked
     for prompt logprobs (`SamplingParams.prompt_logprobs`)."""
+    queue_s: float | None = None
+    """On the first token only: seconds the request waited in the engine's queue."""
 
 
 async def generate_tokens(
@@ -84,6 +86,7 @@ async def generate_tokens(
                     generated_text=detokenizer.text[: stop_end or len(detokenizer.text)],
                     top_tokens=_top_tokens(tokenizer, detokenizer, output, position),
                     prompt_tokens=_prompt_tokens(tokenizer, request, output) if index == 0 else (),
+                    queue_s=output.queue_s if index == 0 else None,
                 )
                 index += 1
                 if finish_reason is not None:

@@ -50,6 +50,8 @@ class RequestOutput(msgspec.Struct, frozen=True, omit_defaults=True):
     prompt_logprobs: list[float] = []
     """On the first output of a request that asked for prompt logprobs: the logprob of each
     prompt token after the first (NaN where unknown)."""
+    queue_s: float | None = None
+    """On the first output: seconds the request waited in the engine before its first step."""
 
 
 class StepStats(msgspec.Struct, frozen=True):
@@ -63,6 +65,9 @@ class StepStats(msgspec.Struct, frozen=True):
     num_running: int
     num_free_blocks: int
     num_blocks: int
+    block_size: int
+    num_failed_requests: int = 0
+    """Requests of the step that ended with an error."""
 
 
 class StepOutputs(msgspec.Struct, frozen=True, tag="step"):

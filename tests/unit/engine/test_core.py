@@ -3,6 +3,8 @@ request that ends alone while the rest of its step and the engine carry on."""
 
 import itertools
 
+import msgspec
+
 from sluice.engine.core import EngineCore
 from sluice.engine.scheduler import Scheduler
 from sluice.ipc.messages import AbortRequests, AddRequest, FinishReason, RequestOutput
@@ -53,7 +55,11 @@ def test_engine_core_step_returns_outputs_and_statistics() -> None:
 
     first, second = engine.step(), engine.step()
 
-    assert first.outputs == [RequestOutput("a", [10], [LOGPROB])]
+    (first_output,) = first.outputs
+    assert first_output.queue_s is not None and first_output.queue_s >= 0
+    assert msgspec.structs.replace(first_output, queue_s=None) == RequestOutput(
+        "a", [10], [LOGPROB]
+    )
     assert second.outputs == [RequestOutput("a", [11], [LOGPROB], FinishReason.LENGTH)]
     stats = first.stats
     assert stats.num_requests == 1

@@ -28,6 +28,8 @@ _STATS = StepStats(
     num_running=2,
     num_free_blocks=90,
     num_blocks=128,
+    block_size=16,
+    num_failed_requests=1,
 )
 _LIMITS = ServingLimits(
     max_input_tokens=4095,
