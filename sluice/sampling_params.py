@@ -13,6 +13,24 @@ class Watermark(msgspec.Struct, frozen=True):
     delta: float = 2.0
 
 
+class JsonSchemaGrammar(msgspec.Struct, frozen=True, tag="json_schema"):
+    """Generated text must be JSON that follows this JSON Schema."""
+
+    schema: str
+    """The schema as JSON text (validated by the frontend)."""
+
+
+class RegexGrammar(msgspec.Struct, frozen=True, tag="regex"):
+    """Generated text must match this regular expression as a whole."""
+
+    pattern: str
+
+
+GrammarSpec = JsonSchemaGrammar | RegexGrammar
+"""A grammar that constrains decoding: at each step only the tokens that keep the text a
+prefix of a match may be chosen, and the request's stop tokens only once it matches whole."""
+
+
 class SamplingParams(msgspec.Struct, frozen=True, omit_defaults=True):
     """Validated per-request generation settings (TGI's `parameters`, after defaults)."""
 
@@ -40,6 +58,8 @@ class SamplingParams(msgspec.Struct, frozen=True, omit_defaults=True):
     """Token ids that end generation with finish reason `eos_token`."""
     ignore_eos: bool = False
     """Benchmarks only: generate exactly `max_new_tokens` tokens."""
+    grammar: GrammarSpec | None = None
+    """Constrains the generated tokens (TGI's `grammar`, after validation)."""
 
     @property
     def is_greedy(self) -> bool:

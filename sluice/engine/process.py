@@ -3,14 +3,17 @@ then run the busy loop. Any start-up failure is reported to the API process as o
 
 import logging
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import PretrainedConfig
 
 from sluice.config import SluiceConfig, derive_limits
 from sluice.distributed.parallel_context import SINGLE_DEVICE
 from sluice.engine.core import EngineCore
+from sluice.engine.grammar import GrammarMatchers, load_grammar_matchers
 from sluice.engine.kv_cache.manager import KVCacheManager
 from sluice.engine.scheduler import Scheduler, SchedulerLimits
 from sluice.errors import SluiceError
@@ -96,7 +99,22 @@ def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineC
         KVCacheManager(num_blocks, BLOCK_SIZE),
     )
     ready = EngineReady(limits=limits, dtype=str(dtype).removeprefix("torch."), device=device.type)
-    return EngineCore(scheduler, runner, channel), ready
+    return EngineCore(scheduler, runner, channel, _grammar_matchers(launch, hf_config)), ready
+
+
+def _grammar_matchers(launch: EngineLaunch, hf_config: PretrainedConfig) -> GrammarMatchers | None:
+    if launch.config.api.disable_grammar_support:
+        return None
+    started = time.perf_counter()
+    grammars = load_grammar_matchers(
+        launch.model_path,
+        hf_config.vocab_size,
+        trust_remote_code=launch.config.model.trust_remote_code,
+    )
+    if grammars is not None:
+        grammars.start()
+        logger.info("grammar matchers ready in %.1fs", time.perf_counter() - started)
+    return grammars
 
 
 def _kv_capacity_from_memory(spec: KVCacheSpec, device: torch.device) -> int:

@@ -7,13 +7,14 @@ request's random generator, the token counts of requests with a penalty and the 
 logprobs being collected. All of it is dropped when the plan lists the request as finished."""
 
 from collections.abc import Sequence
+from concurrent.futures import Future
 
 import torch
 from torch import nn
 
 from sluice.model.attention.backend import AttentionBackend, BatchLayout
 from sluice.model.prompt_logprobs import PromptLogprobs
-from sluice.model.sampling.sampler import Sampler, SamplerOutput, TokenHistory
+from sluice.model.sampling.sampler import Sampler, SamplerOutput, TokenHistory, TokenMasks
 from sluice.model.sampling.token_counts import TokenCounts
 from sluice.model.step import RequestId, RunnerOutput, SampledToken, ScheduledRequest, StepPlan
 
@@ -38,7 +39,11 @@ class ModelRunner:
         self._prompt_logprobs = PromptLogprobs()
 
     @torch.inference_mode()
-    def execute(self, plan: StepPlan) -> RunnerOutput:
+    def execute(
+        self, plan: StepPlan, token_masks: Future[TokenMasks] | None = None
+    ) -> RunnerOutput:
+        """Run the plan. `token_masks` brings the grammar masks of its sampling rows, computed
+        elsewhere while the forward pass runs; the runner waits for them only to sample."""
         if plan.finished_request_ids:
             self._drop(plan.finished_request_ids)
         if not plan.requests:
@@ -65,6 +70,7 @@ class ModelRunner:
             generators,
             history=self._history(sampling),
             previous_token_ids=[r.token_ids[-1] for r in sampling] if marked else (),
+            allowed=token_masks.result() if token_masks is not None else None,
         )
         return RunnerOutput(sampled=self._sampled_tokens(sampling, out))
 

@@ -1,5 +1,6 @@
 """Batched logits processors with TGI's semantics: watermark, repetition and frequency
-penalties (which change the scores) and locally typical filtering (a warper).
+penalties (which change the scores), the grammar mask, and locally typical filtering (a
+warper).
 
 Each function works on rows of a [num_rows, vocab_size] float32 tensor and touches only the
 rows it is given; none loops over the vocabulary. Callers own the order (contract 6.1)."""
@@ -63,6 +64,20 @@ def apply_penalties(
     frequencies = counts.to(scores.dtype) / sequence_lengths[:, None]
     scores -= frequencies * frequency[:, None]
     logits[rows] = scores
+
+
+def apply_token_bitmask(logits: torch.Tensor, rows: Sequence[int], bitmask: torch.Tensor) -> None:
+    """Set the logits of the tokens a grammar forbids to -inf on `rows`, in place.
+
+    bitmask: [len(rows), ceil(vocab_size / 32)] int32, on any device; bit t % 32 of word t // 32
+    set means token t is allowed."""
+    device = logits.device
+    vocab_size = logits.shape[-1]
+    bitmask = bitmask.to(device, non_blocking=True)
+    shifts = torch.arange(32, dtype=torch.int32, device=device)
+    forbidden = ((bitmask[:, :, None] >> shifts) & 1).eq(0).flatten(1)[:, :vocab_size]
+    index = torch.tensor(list(rows), device=device)
+    logits[index] = logits[index].masked_fill(forbidden, float("-inf"))
 
 
 def apply_typical_p(logits: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:

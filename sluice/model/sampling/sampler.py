@@ -1,11 +1,11 @@
 """Chooses the next token of every sampling request in one batched pass.
 
 Per-request settings become [num_rows] tensors and each stage of TGI's logits pipeline
-(contract 6.1: watermark, repetition penalty, frequency penalty, temperature, top-k, top-p,
-typical-p, choose) runs on the whole batch at once, or on the rows that use it; a batch of
-plain greedy rows skips it all. Randomness comes from each request's own seeded generator,
-drawn as exponential noise (argmax of p / noise samples from p), so a seed reproduces a
-request. Logprobs and top tokens come from the processed distribution."""
+(contract 6.1: watermark, repetition penalty, frequency penalty, grammar mask, temperature,
+top-k, top-p, typical-p, choose) runs on the whole batch at once, or on the rows that use it;
+a batch of plain greedy rows skips it all. Randomness comes from each request's own seeded
+generator, drawn as exponential noise (argmax of p / noise samples from p), so a seed
+reproduces a request. Logprobs and top tokens come from the processed distribution."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +14,7 @@ import torch
 
 from sluice.model.sampling.logits_processors import (
     apply_penalties,
+    apply_token_bitmask,
     apply_typical_p,
     apply_watermark,
 )
@@ -31,6 +32,17 @@ class TokenHistory:
     """[num_penalised, vocab_size] int32: occurrences of each token in prompt + output."""
     sequence_lengths: torch.Tensor
     """[num_penalised] float32: tokens in each sequence (prompt + output so far)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenMasks:
+    """The tokens that the rows with a grammar may choose next."""
+
+    rows: tuple[int, ...]
+    """[num_constrained]: the rows of the batch these masks belong to."""
+    bitmask: torch.Tensor
+    """[num_constrained, ceil(vocab_size / 32)] int32: bit t % 32 of word t // 32 is set when
+    token t is allowed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +64,12 @@ class Sampler:
         *,
         history: TokenHistory | None = None,
         previous_token_ids: Sequence[int] = (),
+        allowed: TokenMasks | None = None,
     ) -> SamplerOutput:
         """logits: [num_rows, vocab_size] float32; one params/generator entry per row.
         `history` is required when a row has a penalty, `previous_token_ids` (the last token of
-        each row's sequence) when a row has a watermark."""
-        if all(
+        each row's sequence) when a row has a watermark, `allowed` when a row has a grammar."""
+        if allowed is None and all(
             not p.do_sample
             and p.top_n_tokens == 0
             and p.watermark is None
@@ -66,8 +79,13 @@ class Sampler:
         ):  # plain greedy: attribute reads only, this runs every step
             token_ids = logits.argmax(dim=-1)
             return SamplerOutput(token_ids, _chosen_logprobs(logits, token_ids))
-        if any(p.adjusts_logits for p in params):
-            logits = _adjust(logits.clone(), params, history, previous_token_ids)
+        adjusts = any(p.adjusts_logits for p in params)
+        if adjusts or allowed is not None:
+            logits = logits.clone()  # processed in place below; the caller's stay as they were
+        if adjusts:
+            _adjust(logits, params, history, previous_token_ids)
+        if allowed is not None:  # after the penalties, before the warpers (contract 6.1)
+            apply_token_bitmask(logits, allowed.rows, allowed.bitmask)
         if not all(p.is_greedy for p in params):
             logits = _apply_filters(logits, params)
             token_ids = _sample(logits, params, generators)

@@ -3,11 +3,15 @@ tensors. `check_plan` and `check_invariants` state what must hold after every st
 
 import itertools
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
+
+import numpy as np
 
 from sluice.engine.kv_cache.manager import KVCacheManager
 from sluice.engine.request import Request, RequestStatus
 from sluice.engine.scheduler import Scheduler, SchedulerLimits
 from sluice.ipc.messages import RequestOutput
+from sluice.model.sampling.sampler import TokenMasks
 from sluice.model.step import RunnerOutput, SampledToken, StepPlan
 from sluice.sampling_params import SamplingParams
 
@@ -39,19 +43,31 @@ def make_request(
 
 
 class FakeRunner:
-    """Stands in for ModelRunner: every request that samples gets the next of `tokens`."""
+    """Stands in for ModelRunner: every request that samples gets the next of `tokens`, or,
+    where a grammar mask forbids that token, the lowest token id the mask allows."""
 
     def __init__(self, tokens: Iterable[int] = itertools.repeat(7)) -> None:
         self._tokens: Iterator[int] = iter(tokens)
         self.plans: list[StepPlan] = []
+        self.masks: list[TokenMasks | None] = []
 
-    def execute(self, plan: StepPlan) -> RunnerOutput:
+    def execute(
+        self, plan: StepPlan, token_masks: Future[TokenMasks] | None = None
+    ) -> RunnerOutput:
         self.plans.append(plan)
+        masks = token_masks.result() if token_masks is not None else None
+        self.masks.append(masks)
+        sampling = [r for r in plan.requests if r.sampling is not None]
+        token_ids = [next(self._tokens) for _ in sampling]
+        if masks is not None:
+            for row, words in zip(masks.rows, masks.bitmask.numpy(), strict=True):
+                allowed = np.unpackbits(words.view(np.uint8), bitorder="little").nonzero()[0]
+                if token_ids[row] not in allowed:
+                    token_ids[row] = int(allowed[0])
         return RunnerOutput(
             sampled=tuple(
-                SampledToken(r.request_id, next(self._tokens), LOGPROB)
-                for r in plan.requests
-                if r.sampling is not None
+                SampledToken(r.request_id, token_id, LOGPROB)
+                for r, token_id in zip(sampling, token_ids, strict=True)
             )
         )
 

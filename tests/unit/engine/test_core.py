@@ -2,12 +2,14 @@
 request that ends alone while the rest of its step and the engine carry on."""
 
 import itertools
+from concurrent.futures import Future
 
 import msgspec
 
 from sluice.engine.core import EngineCore
 from sluice.engine.scheduler import Scheduler
 from sluice.ipc.messages import AbortRequests, AddRequest, FinishReason, RequestOutput
+from sluice.model.sampling.sampler import TokenMasks
 from sluice.model.step import RunnerOutput, StepPlan
 from sluice.sampling_params import SamplingParams
 from tests.unit.engine.scheduler_driver import LOGPROB, FakeRunner, make_scheduler
@@ -21,11 +23,13 @@ class FlakyRunner(FakeRunner):
         self.failing_calls = failing_calls
         self.num_calls = 0
 
-    def execute(self, plan: StepPlan) -> RunnerOutput:
+    def execute(
+        self, plan: StepPlan, token_masks: Future[TokenMasks] | None = None
+    ) -> RunnerOutput:
         call, self.num_calls = self.num_calls, self.num_calls + 1
         if call in self.failing_calls:
             raise RuntimeError("device fell over")
-        return super().execute(plan)
+        return super().execute(plan, token_masks)
 
 
 def _engine(runner: FakeRunner, scheduler: Scheduler | None = None) -> EngineCore:
@@ -102,10 +106,12 @@ class PoisonedRunner(FakeRunner):
         super().__init__(itertools.count(10))
         self.poisoned = poisoned
 
-    def execute(self, plan: StepPlan) -> RunnerOutput:
+    def execute(
+        self, plan: StepPlan, token_masks: Future[TokenMasks] | None = None
+    ) -> RunnerOutput:
         if any(r.request_id == self.poisoned for r in plan.requests):
             raise RuntimeError("device fell over")
-        return super().execute(plan)
+        return super().execute(plan, token_masks)
 
 
 def test_engine_core_failing_request_ends_alone_and_engine_carries_on() -> None:

@@ -3,6 +3,7 @@ random row of the token there: penalties count prompt and output tokens across c
 prefill, preemption and re-runs; prompt logprobs survive chunking; state goes with the request."""
 
 import math
+from concurrent.futures import Future
 from types import SimpleNamespace
 
 import pytest
@@ -11,6 +12,7 @@ from torch import nn
 
 from sluice.model.attention.backend import BatchLayout
 from sluice.model.runner import ModelRunner
+from sluice.model.sampling.sampler import TokenMasks
 from sluice.model.step import ScheduledRequest, StepPlan
 from sluice.sampling_params import SamplingParams
 
@@ -174,3 +176,24 @@ def test_runner_prompt_logprobs_of_a_one_token_prompt_are_empty() -> None:
 
     assert sampled.prompt_logprobs == ()
     assert not math.isnan(sampled.logprob)
+
+
+def test_runner_applies_grammar_masks_to_their_rows() -> None:
+    """The masks arrive as a future (computed beside the forward pass) and hold only their own
+    row: the free request still takes its favourite."""
+    runner = _runner()
+    bitmask = torch.zeros(1, 1, dtype=torch.int32)
+    bitmask[0, 0] = 1 << 3  # only token 3
+    masks: Future[TokenMasks] = Future()
+    masks.set_result(TokenMasks(rows=(1,), bitmask=bitmask))
+    plan = StepPlan(
+        (
+            _step("free", [1, 2], 0, 2, SamplingParams(1)),
+            _step("json", [1, 2], 0, 2, SamplingParams(1)),
+        )
+    )
+
+    out = runner.execute(plan, masks)
+
+    assert [s.token_id for s in out.sampled] == [FAVOURITE, 3]
+    assert out.sampled[1].logprob == 0.0  # the only allowed token
