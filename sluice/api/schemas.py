@@ -3,9 +3,17 @@
 pydantic validates untrusted JSON here and gives the OpenAPI schema; nothing below `api/`
 sees these models."""
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+
+class GrammarParameter(BaseModel):
+    """TGI's grammar: `json` (alias `json_object`) with a JSON Schema object or a string of one,
+    `json_schema` with `{"name"?: str, "schema": {...}}`, or `regex` with a regex string."""
+
+    type: Literal["json", "json_object", "json_schema", "regex"]
+    value: Any
 
 
 class GenerateParameters(BaseModel):
@@ -14,7 +22,7 @@ class GenerateParameters(BaseModel):
     details: bool = False
     do_sample: bool = False
     frequency_penalty: float | None = None
-    grammar: dict[str, object] | None = None
+    grammar: GrammarParameter | None = None
     max_new_tokens: int | None = Field(None, ge=0, lt=2**32)
     repetition_penalty: float | None = None
     return_full_text: bool | None = None

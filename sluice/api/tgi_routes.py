@@ -20,7 +20,6 @@ from sluice.api.schemas import (
     BestOfSequence,
     Details,
     ErrorResponse,
-    GenerateParameters,
     GenerateRequest,
     GenerateResponse,
     Info,
@@ -33,6 +32,7 @@ from sluice.api.sse import sse_event
 from sluice.api.state import ServingState
 from sluice.errors import SluiceError, ValidationError
 from sluice.frontend.generation import GeneratedToken, TopToken, generate_tokens
+from sluice.frontend.grammar import Grammar
 from sluice.frontend.input_processor import GenerationParameters, ValidatedRequest
 
 router = APIRouter()
@@ -255,7 +255,6 @@ def _validate(state: ServingState, body: GenerateRequest, *, streaming: bool) ->
         raise ValidationError(
             "`decoder_input_details` == true is not supported when streaming tokens"
         )
-    _refuse_unsupported(params)
     return state.processor.process(
         body.inputs,
         GenerationParameters(
@@ -277,13 +276,9 @@ def _validate(state: ServingState, body: GenerateRequest, *, streaming: bool) ->
             best_of=params.best_of,
             watermark=params.watermark,
             ignore_eos=params.ignore_eos,
+            grammar=Grammar(params.grammar.type, params.grammar.value) if params.grammar else None,
         ),
     )
-
-
-def _refuse_unsupported(params: GenerateParameters) -> None:
-    if params.grammar is not None:
-        raise ValidationError("grammar is not supported")
 
 
 def _stream_event(

@@ -10,7 +10,8 @@ from transformers import PreTrainedTokenizerBase
 
 from sluice.config import ApiConfig, ServingLimits
 from sluice.errors import ValidationError
-from sluice.sampling_params import SamplingParams, Watermark
+from sluice.frontend.grammar import Grammar, grammar_spec
+from sluice.sampling_params import GrammarSpec, SamplingParams, Watermark
 
 MAX_NEW_TOKENS_PER_PASS = 1024
 """TGI validates (and schedules) at most this many new tokens per pass; see contract 6.5."""
@@ -41,6 +42,8 @@ class GenerationParameters:
     """False for chat: the template already holds the special tokens."""
     ignore_eos: bool = False
     """sluice extension for benchmarks."""
+    grammar: Grammar | None = None
+    """Constrain the output (TGI's `grammar`; chat's `response_format` and tools map onto it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +82,9 @@ class InputProcessor:
         if params.truncate is not None:
             token_ids = token_ids[-params.truncate :]
         max_new_tokens = self._check_lengths(len(token_ids), params.max_new_tokens)
+        grammar = self._check_grammar(params.grammar)
         return ValidatedRequest(
-            token_ids, self._sampling(params, max_new_tokens), stop=tuple(params.stop)
+            token_ids, self._sampling(params, max_new_tokens, grammar), stop=tuple(params.stop)
         )
 
     def tokenize(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
@@ -126,7 +130,17 @@ class InputProcessor:
             )
         return min(requested, room) if requested is not None else room
 
-    def _sampling(self, params: GenerationParameters, max_new_tokens: int) -> SamplingParams:
+    def _check_grammar(self, grammar: Grammar | None) -> GrammarSpec | None:
+        """Rule 17."""
+        if grammar is None:
+            return None
+        if self.api.disable_grammar_support:
+            raise ValidationError("grammar is not supported")
+        return grammar_spec(grammar)
+
+    def _sampling(
+        self, params: GenerationParameters, max_new_tokens: int, grammar: GrammarSpec | None
+    ) -> SamplingParams:
         temperature = params.temperature if params.temperature is not None else 1.0
         top_k = params.top_k or 0
         top_p = params.top_p if params.top_p is not None else 1.0
@@ -152,6 +166,7 @@ class InputProcessor:
             seed=seed,
             stop_token_ids=self.eos_token_ids,
             ignore_eos=params.ignore_eos,
+            grammar=grammar,
         )
 
 
