@@ -108,7 +108,9 @@ def test_chat_finish_reasons(server: SluiceServer) -> None:
     body: dict[str, Any] = {"messages": QUESTION, "temperature": 0}
     length = _post(server, "/v1/chat/completions", {**body, "max_tokens": 2}).json()
     assert length["choices"][0]["finish_reason"] == "length"
-    eos = _post(server, "/v1/chat/completions", {**body, "max_tokens": 200}).json()
+    short = [{"role": "user", "content": "What is 12 times 7? Answer with the number only."}]
+    eos_body = {**body, "messages": short, "max_tokens": 40}
+    eos = _post(server, "/v1/chat/completions", eos_body).json()
     assert eos["choices"][0]["finish_reason"] == "stop"
     stopped = _post(server, "/v1/chat/completions", {**body, "stop": [" is"]}).json()
     assert stopped["choices"][0]["finish_reason"] == "stop_sequence"
@@ -256,7 +258,7 @@ def test_chat_stream_errors_are_in_band_then_done(server: SluiceServer) -> None:
 def test_chat_counts_two_requests_per_call(server: SluiceServer) -> None:
     def count() -> float:
         page = httpx.get(server.url + "/metrics").text
-        return metric_samples(page, "tgi_request_count_total")["tgi_request_count_total"]
+        return metric_samples(page, "tgi_request_count")["tgi_request_count"]
 
     before = count()
     _post(server, "/v1/chat/completions", {"messages": QUESTION, "max_tokens": 1})
