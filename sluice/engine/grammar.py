@@ -71,6 +71,8 @@ class GrammarMatchers:
         return None
 
     def drop(self, request_ids: Iterable[RequestId]) -> None:
+        if not self._constrained:
+            return
         for request_id in request_ids:
             self._constrained.pop(request_id, None)
 
@@ -92,6 +94,8 @@ class GrammarMatchers:
         """Feed each constrained request the token it accepted. Returns an error message per
         request whose matcher refused its token (the mask should make that impossible)."""
         errors: dict[RequestId, str] = {}
+        if not self._constrained:
+            return errors
         for token in sampled:
             constrained = self._constrained.get(token.request_id)
             if constrained is None or token.token_id in constrained.stop_token_ids:
@@ -103,6 +107,8 @@ class GrammarMatchers:
 
     def _rows(self, plan: StepPlan) -> list[tuple[int, _Constrained]]:
         """(sampling row, matcher) of the plan's constrained requests that sample."""
+        if not self._constrained:  # the common step: nothing to look at
+            return []
         sampling = [r for r in plan.requests if r.sampling is not None]
         return [
             (row, self._constrained[r.request_id])
@@ -127,7 +133,9 @@ class GrammarMatchers:
 
     def _allow_stop_tokens(self, words: np.ndarray, stop_token_ids: Sequence[int]) -> None:
         """llguidance allows its tokenizer's EOS where the grammar may end; allow the request's
-        own stop tokens there instead (generation_config may list several)."""
+        own stop tokens there instead (generation_config may list several), if it has any."""
+        if not stop_token_ids:
+            return
         eos_word, eos_bit = divmod(self._eos, 32)
         may_end = bool(words[eos_word] >> eos_bit & 1)
         words[eos_word] &= ~np.uint32(1 << eos_bit)
