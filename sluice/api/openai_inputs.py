@@ -1,6 +1,7 @@
 """Maps OpenAI request bodies onto the frontend's chat inputs and TGI's native generation
 parameters (contract 6.10, 1.7): temperature 0 means greedy, anything else (or nothing) samples;
-presence_penalty + 2 becomes repetition_penalty; top_logprobs becomes top_n_tokens."""
+presence_penalty + 2 becomes repetition_penalty; top_logprobs becomes top_n_tokens;
+response_format becomes the grammar."""
 
 from sluice.api.openai_schemas import (
     ChatRequest,
@@ -11,6 +12,7 @@ from sluice.api.openai_schemas import (
 )
 from sluice.frontend.chat_prompt import ChatInputs
 from sluice.frontend.chat_template import ChatMessage, ContentPart, ImagePart, TextPart
+from sluice.frontend.grammar import Grammar
 from sluice.frontend.input_processor import GenerationParameters
 from sluice.frontend.tools import Tool, ToolCall, ToolChoice, ToolChoiceKind
 
@@ -56,6 +58,11 @@ def chat_parameters(body: ChatRequest) -> GenerationParameters:
         details=True,
         top_n_tokens=body.top_logprobs,
         add_special_tokens=False,
+        grammar=(
+            None
+            if body.response_format is None
+            else Grammar(body.response_format.type, body.response_format.value)
+        ),
     )
 
 

@@ -36,11 +36,11 @@ from sluice.errors import (
     ClientBatchSizeError,
     SluiceError,
     SuffixNotSupportedError,
-    ValidationError,
 )
 from sluice.frontend.chat_prompt import ChatInputs, ChatPrompt, prepare_chat_prompt
 from sluice.frontend.chat_template import ChatTemplate
 from sluice.frontend.generation import GeneratedToken
+from sluice.frontend.grammar import Grammar
 from sluice.frontend.input_processor import GenerationParameters, ValidatedRequest
 from sluice.frontend.tools import ToolCallDelta, ToolCallStream, parse_tool_call
 from sluice.ipc.messages import FinishReason
@@ -70,6 +70,12 @@ class ChatRun:
 
     def without_tools(self) -> "ChatRun":
         return replace(self, chat=self.chat.without_tools())
+
+    def params_for(self, prompt: ChatPrompt) -> GenerationParameters:
+        """A tool call is held to the tools' `$functions` grammar."""
+        if prompt.tools is None:
+            return self.params
+        return replace(self.params, grammar=Grammar("json", prompt.tools.grammar))
 
     def prepare(self) -> ChatPrompt:
         try:
@@ -104,15 +110,16 @@ async def chat_completions(request: Request, body: ChatRequest) -> Response:
 class _ChatAnswer:
     tokens: list[GeneratedToken]
     request: ValidatedRequest
-    text: str
-    """The generated text; for a tool call, from the call's opening brace."""
     chose_no_tool: bool = False
 
     @property
+    def text(self) -> str:
+        return self.tokens[-1].generated_text if self.tokens else ""
+
+    @property
     def finish_reason(self) -> str:
-        """A tool call cut where its JSON closes ends as the grammar would end it: at EOS."""
         reason = self.tokens[-1].finish_reason if self.tokens else None
-        return chat_finish_reason(reason or FinishReason.EOS_TOKEN)
+        return chat_finish_reason(reason or FinishReason.LENGTH)
 
 
 async def _chat_completion(run: ChatRun, prompt: ChatPrompt) -> ChatCompletion:
@@ -128,30 +135,18 @@ async def _chat_completion(run: ChatRun, prompt: ChatPrompt) -> ChatCompletion:
 
 
 async def _generate(run: ChatRun, prompt: ChatPrompt) -> _ChatAnswer:
-    """Generate the whole answer; a tool call stops where its JSON closes."""
-    # TODO(#3): once the engine takes a grammar, send `prompt.tools.grammar` instead of
-    # starting the answer with the call's forced prefix and cutting it where the JSON closes.
-    prefix = "" if prompt.tools is None else prompt.tools.call_prefix
-    tool_stream = None if prompt.tools is None else ToolCallStream(prefix)
+    """The whole answer; a tool call that names `no_tool` is left as soon as it does."""
+    tool_stream = None if prompt.tools is None else ToolCallStream()
     tokens: list[GeneratedToken] = []
-    async with counted_generation(run.state, prompt.text + prefix, run.params) as generation:
-        _refuse_grammar(run.chat)
+    async with counted_generation(run.state, prompt.text, run.params_for(prompt)) as generation:
         async for token in generation.tokens:
             tokens.append(token)
             if tool_stream is not None:
                 tool_stream.push("" if token.is_special else token.text)
-                if tool_stream.is_complete or tool_stream.chose_no_tool:
+                if tool_stream.chose_no_tool:
                     break
-    text = prefix + (tokens[-1].generated_text if tokens else "")
     chose_no_tool = tool_stream is not None and tool_stream.chose_no_tool
-    return _ChatAnswer(tokens, generation.request, text, chose_no_tool)
-
-
-def _refuse_grammar(chat: ChatInputs) -> None:
-    """Checked last, after the other validation rules, as TGI's rule 17."""
-    # TODO(#3): send the response format as the request's grammar once the engine takes one.
-    if chat.has_response_format:
-        raise ValidationError("grammar is not supported")
+    return _ChatAnswer(tokens, generation.request, chose_no_tool)
 
 
 async def _chat_events(
@@ -170,13 +165,12 @@ async def _chat_chunks(
 ) -> AsyncIterator[ChatCompletionChunk]:
     if prompt.tools is None:
         async with counted_generation(run.state, prompt.text, run.params) as generation:
-            _refuse_grammar(run.chat)
             async for token in generation.tokens:
                 yield run.shape.text_chunk(token)
                 if include_usage and token.finish_reason is not None:
                     yield run.shape.usage_chunk(generation.num_prompt_tokens, token.index)
         return
-    tool_stream = ToolCallStream(prompt.tools.call_prefix)
+    tool_stream = ToolCallStream()
     async for chunk in _tool_chunks(run, prompt, tool_stream, include_usage=include_usage):
         yield chunk
     if tool_stream.chose_no_tool:
@@ -189,17 +183,13 @@ async def _tool_chunks(
     run: ChatRun, prompt: ChatPrompt, tool_stream: ToolCallStream, *, include_usage: bool
 ) -> AsyncIterator[ChatCompletionChunk]:
     """Nothing until the function name is known, then the arguments as they come; stops at
-    `no_tool` (the caller re-runs without tools) or where the call's JSON closes."""
-    assert prompt.tools is not None  # only tool prompts stream tool calls
-    prefix = prompt.tools.call_prefix
-    async with counted_generation(run.state, prompt.text + prefix, run.params) as generation:
+    `no_tool` (the caller re-runs without tools)."""
+    async with counted_generation(run.state, prompt.text, run.params_for(prompt)) as generation:
         async for token in generation.tokens:
             delta = tool_stream.push("" if token.is_special else token.text)
             if tool_stream.chose_no_tool:
                 return
             reason = token.finish_reason
-            if tool_stream.is_complete:
-                reason = reason or FinishReason.EOS_TOKEN
             if delta is not None or reason is not None:
                 yield _tool_chunk(run.shape, tool_stream, delta, token, reason)
             if reason is not None:

@@ -26,9 +26,6 @@ DEFAULT_TOOL_PROMPT: Final = (
 )
 """TGI's built-in `tool_prompt`, used when the request sends none or an empty one."""
 
-CALL_PREFIX: Final = '{"function": {"_name": "'
-"""How every call the tool grammar allows begins (spacing as TGI's outputs show it)."""
-
 _NAME_PATTERN: Final = re.compile(
     r'\s*\{\s*"function"\s*:\s*\{\s*"_name"\s*:\s*"((?:[^"\\]|\\.)*)"'
 )
@@ -91,29 +88,7 @@ class ToolSelection:
     tools: tuple[Tool, ...]
     """Every client tool (plus `no_tool` for auto), or the one the request names."""
     grammar: dict[str, JsonValue]
-    """TGI's `$functions` JSON schema, for a `json` grammar once decoding can be constrained."""
-
-    @property
-    def call_prefix(self) -> str:
-        """The start that the grammar forces on every allowed call: with one function, through
-        its name and, when its first parameter is required, that parameter's key (and the
-        opening quote of a string value)."""
-        if len(self.tools) != 1:
-            return CALL_PREFIX
-        tool = self.tools[0]
-        return CALL_PREFIX + json.dumps(tool.name, ensure_ascii=False)[1:] + _first_key(tool)
-
-
-def _first_key(tool: Tool) -> str:
-    parameters = tool.parameters if isinstance(tool.parameters, dict) else {}
-    properties, required = parameters.get("properties"), parameters.get("required")
-    if not isinstance(properties, dict) or not properties or not isinstance(required, list):
-        return ""
-    key, value = next(iter(properties.items()))
-    if key == "_name" or key not in required:
-        return ""
-    is_string = isinstance(value, dict) and value.get("type") == "string"
-    return f", {json.dumps(key, ensure_ascii=False)}: " + ('"' if is_string else "")
+    """TGI's `$functions` JSON schema: the `json` grammar the answer is generated under."""
 
 
 def select_tools(tools: Sequence[Tool], choice: ToolChoice) -> ToolSelection | None:

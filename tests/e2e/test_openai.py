@@ -225,10 +225,14 @@ def test_chat_validation_errors(server: SluiceServer) -> None:
             "error_type": "validation",
         },
     )
-    grammar = {**body, "response_format": {"type": "json", "value": {"properties": {}}}}
-    assert _error(_post(server, "/v1/chat/completions", grammar)) == (
+    no_properties = {**body, "response_format": {"type": "json", "value": {"type": "object"}}}
+    assert _error(_post(server, "/v1/chat/completions", no_properties)) == (
         422,
-        {"error": "Input validation error: grammar is not supported", "error_type": "validation"},
+        {
+            "error": "Input validation error: grammar is not valid: "
+            "Grammar must have a 'properties' field",
+            "error_type": "validation",
+        },
     )
     for malformed in ({"logit_bias": {"50256": -100}}, {"stop": "."}, {"messages": "hi"}):
         response = _post(server, "/v1/chat/completions", {**body, **malformed})
@@ -236,6 +240,24 @@ def test_chat_validation_errors(server: SluiceServer) -> None:
         assert response.json()["error"].startswith("Failed to deserialize the JSON body")
     ignored = {**body, "logit_bias": [0.5], "n": 3, "temperature": 0}
     assert len(_post(server, "/v1/chat/completions", ignored).json()["choices"]) == 1
+
+
+def test_chat_response_format_constrains_the_answer(server: SluiceServer) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+    }
+    body = {
+        "messages": [{"role": "user", "content": "Describe David, 30, as JSON"}],
+        "max_tokens": 40,
+        "temperature": 0,
+        "response_format": {"type": "json_object", "value": schema},
+    }
+    chat = _post(server, "/v1/chat/completions", body).json()
+    answer = json.loads(chat["choices"][0]["message"]["content"])
+    assert set(answer) == {"name", "age"} and isinstance(answer["age"], int)
+    assert chat["choices"][0]["finish_reason"] == "stop"
 
 
 def test_chat_stream_errors_are_in_band_then_done(server: SluiceServer) -> None:
@@ -353,8 +375,9 @@ def test_openapi_documents_the_routes(server: SluiceServer, route: str) -> None:
 
 
 def test_chat_no_tool_reruns_without_tools(server: SluiceServer) -> None:
-    """With `tools: []` and auto, no_tool is the only choice: the answer is plain content."""
-    body: dict[str, Any] = {"messages": QUESTION, "max_tokens": 8, "temperature": 0}
+    """With `tools: []` and auto, no_tool is the only choice: the answer is plain content.
+    (The call must fit in max_tokens before its name is known, as in TGI.)"""
+    body: dict[str, Any] = {"messages": QUESTION, "max_tokens": 24, "temperature": 0}
     plain = _post(server, "/v1/chat/completions", body).json()["choices"][0]["message"]
     with_no_tool = {**body, "tools": [], "tool_choice": "auto"}
     chat = _post(server, "/v1/chat/completions", with_no_tool).json()

@@ -61,7 +61,6 @@ def test_tools_auto_adds_no_tool() -> None:
     functions = selection.grammar["$functions"]
     assert isinstance(functions, dict)
     assert list(functions) == ["get_weather", "get_time", "no_tool"]
-    assert selection.call_prefix == '{"function": {"_name": "'
 
 
 def test_tools_required_allows_every_tool_without_no_tool() -> None:
@@ -72,7 +71,6 @@ def test_tools_required_allows_every_tool_without_no_tool() -> None:
 def test_tools_named_choice_allows_only_that_tool() -> None:
     selection = select_tools([WEATHER, TIME], ToolChoice.from_string("get_weather"))
     assert selection is not None and selection.tools == (WEATHER,)
-    assert selection.call_prefix == '{"function": {"_name": "get_weather", "location": "'
 
 
 def test_tools_unknown_choice_is_a_tool_error() -> None:
