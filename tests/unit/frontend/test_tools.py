@@ -157,3 +157,13 @@ def test_tools_next_call_id_follows_the_conversation() -> None:
     assert next_tool_call_id([]) == "0"
     assert next_tool_call_id(["0", "4"]) == "5"
     assert len(next_tool_call_id(["call_abc"])) == 36
+
+
+def test_tools_stream_keeps_grammar_whitespace_and_drops_only_the_wrapper_brace() -> None:
+    stream = ToolCallStream()
+    pieces = ['{"function": {"_name": "get_weather", ', '"location": "Paris"', " }", " }"]
+    sent = [delta for piece in pieces if (delta := stream.push(piece)) is not None]
+    arguments = "".join(delta.arguments for delta in sent)
+    assert arguments == '{ "location": "Paris" } '
+    assert json.loads(arguments) == {"location": "Paris"}
+    assert stream.is_complete
