@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
@@ -16,6 +17,8 @@ from sluice.api.middleware import RequestGate
 from sluice.api.state import ServingState
 from sluice.api.tracing import TracingMiddleware
 from sluice.errors import SluiceError
+
+logger = logging.getLogger(__name__)
 
 
 def create_app(state: ServingState) -> FastAPI:
@@ -32,6 +35,8 @@ def create_app(state: ServingState) -> FastAPI:
     app.include_router(tokenize_routes.router)
     app.add_exception_handler(RequestValidationError, _malformed_body)
     app.add_exception_handler(SluiceError, _sluice_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+    app.add_api_route("/api-doc/openapi.json", lambda: app.openapi(), include_in_schema=False)
     server = state.config.server
     app.add_middleware(
         RequestGate, api_key=server.api_key, payload_limit=state.config.api.payload_limit
@@ -76,3 +81,9 @@ async def _malformed_body(request: Request, error: Exception) -> JSONResponse:
 async def _sluice_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, SluiceError)
     return JSONResponse(error_body(error), status_code=status_for(error))
+
+
+async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
+    """A bug must not leak a traceback or a plain-text body: log it, answer TGI's JSON shape."""
+    logger.exception("unexpected error on %s %s", request.method, request.url.path)
+    return JSONResponse({"error": "Internal server error", "error_type": "internal"}, 500)
