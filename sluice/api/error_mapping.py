@@ -2,6 +2,7 @@
 
 from typing import Final
 
+from sluice.api.schemas import ErrorResponse
 from sluice.errors import (
     ClientBatchSizeError,
     EngineDeadError,
@@ -39,3 +40,9 @@ def status_for(error: SluiceError) -> int:
 
 def error_body(error: SluiceError) -> dict[str, str]:
     return {"error": str(error), "error_type": error.error_type}
+
+
+ERROR_RESPONSES: Final[dict[int | str, dict[str, object]]] = {
+    code: {"model": ErrorResponse} for code in (422, 424, 429, 500)
+}
+"""The error statuses of the generation routes, for the OpenAPI document."""

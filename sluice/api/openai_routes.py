@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from sluice.api.chat_responses import ChatReplyShape, chat_finish_reason
 from sluice.api.completion_streams import complete_prompts, completion_events
 from sluice.api.counted_generation import count_failure, counted_generation
+from sluice.api.error_mapping import ERROR_RESPONSES
 from sluice.api.openai_inputs import (
     chat_inputs,
     chat_parameters,
@@ -30,8 +31,7 @@ from sluice.api.openai_schemas import (
     ModelList,
 )
 from sluice.api.sse import DONE_EVENT, openai_error_event, sse_event
-from sluice.api.state import ServingState
-from sluice.api.tgi_routes import ERROR_RESPONSES
+from sluice.api.state import ServingState, serving_state
 from sluice.errors import (
     ClientBatchSizeError,
     SluiceError,
@@ -52,11 +52,6 @@ STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
     **ERROR_RESPONSES,
     200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE chunks"},
 }
-
-
-def _state(request: Request) -> ServingState:
-    state: ServingState = request.app.state.serving
-    return state
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +83,7 @@ class ChatRun:
 
 @router.post("/v1/chat/completions", response_model=ChatCompletion, responses=STREAM_RESPONSES)
 async def chat_completions(request: Request, body: ChatRequest) -> Response:
-    state = _state(request)
+    state = serving_state(request)
     state.metrics.request_count.inc()
     chat = chat_inputs(body)
     shape = ChatReplyShape(
@@ -212,7 +207,7 @@ def _tool_chunk(
 
 @router.post("/v1/completions", response_model=Completion, responses=STREAM_RESPONSES)
 async def completions(request: Request, body: CompletionRequest) -> Response:
-    state = _state(request)
+    state = serving_state(request)
     state.metrics.request_count.inc()
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     _check_completion_request(state, body, prompts)
@@ -239,5 +234,5 @@ def _check_completion_request(
 
 @router.get("/v1/models", response_model=ModelList)
 async def models(request: Request) -> ModelList:
-    model_id = _state(request).model_id
+    model_id = serving_state(request).model_id
     return ModelList(data=[ModelCard(id=model_id, owned_by=model_id)])

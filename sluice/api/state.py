@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass, field
 
+from starlette.requests import Request
 from transformers import PreTrainedTokenizerBase
 
 from sluice.api.metrics import ServerMetrics
@@ -50,3 +51,9 @@ class ServingState:
 
     def release_permit(self) -> None:
         self._num_in_flight -= 1
+
+
+def serving_state(request: Request) -> ServingState:
+    """The state `create_app` attached to the application serving `request`."""
+    state: ServingState = request.app.state.serving
+    return state

@@ -14,12 +14,11 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from sluice import __version__
-from sluice.api.error_mapping import error_body, status_for
+from sluice.api.error_mapping import ERROR_RESPONSES, error_body, status_for
 from sluice.api.request_timer import RequestTimer
 from sluice.api.schemas import (
     BestOfSequence,
     Details,
-    ErrorResponse,
     GenerateRequest,
     GenerateResponse,
     Info,
@@ -29,7 +28,7 @@ from sluice.api.schemas import (
     Token,
 )
 from sluice.api.sse import sse_event
-from sluice.api.state import ServingState
+from sluice.api.state import ServingState, serving_state
 from sluice.errors import SluiceError, ValidationError
 from sluice.frontend.generation import GeneratedToken, TopToken, generate_tokens
 from sluice.frontend.grammar import Grammar
@@ -37,28 +36,19 @@ from sluice.frontend.input_processor import GenerationParameters, ValidatedReque
 
 router = APIRouter()
 
-ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorResponse} for code in (422, 424, 429, 500)
-}
-
-
-def _state(request: Request) -> ServingState:
-    state: ServingState = request.app.state.serving
-    return state
-
 
 @router.get("/health", include_in_schema=True)
 @router.get("/", include_in_schema=False)
 @router.get("/ping", include_in_schema=False)
 async def health(request: Request) -> Response:
-    if _state(request).client.is_healthy:
+    if serving_state(request).client.is_healthy:
         return Response(status_code=200)
     return JSONResponse({"error": "unhealthy", "error_type": "healthcheck"}, status_code=503)
 
 
 @router.get("/info", response_model=Info)
 async def info(request: Request) -> Info:
-    state = _state(request)
+    state = serving_state(request)
     limits = state.processor.limits
     ready = state.client.ready_info
     assert ready is not None  # the processor exists only once the engine is ready
@@ -85,12 +75,12 @@ async def info(request: Request) -> Info:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    return Response(_state(request).metrics.render(), media_type="text/plain; version=0.0.4")
+    return Response(serving_state(request).metrics.render(), media_type="text/plain; version=0.0.4")
 
 
 @router.post("/generate", response_model=GenerateResponse, responses=ERROR_RESPONSES)
 async def generate(request: Request, body: GenerateRequest) -> Response:
-    state = _state(request)
+    state = serving_state(request)
     try:
         response, timer = await _generate(state, body)
     except SluiceError as error:
@@ -113,7 +103,7 @@ async def compat_generate(request: Request, body: GenerateRequest) -> Response:
         body = body.model_copy(update={"parameters": parameters})
     if body.stream:
         return await generate_stream(request, body)
-    state = _state(request)
+    state = serving_state(request)
     try:
         response, timer = await _generate(state, body)
     except SluiceError as error:
@@ -212,7 +202,7 @@ def _best_of_sequence(body: GenerateRequest, sequence: _Sequence) -> BestOfSeque
 
 @router.post("/generate_stream", responses={200: {"content": {"text/event-stream": {}}}})
 async def generate_stream(request: Request, body: GenerateRequest) -> StreamingResponse:
-    state = _state(request)
+    state = serving_state(request)
     state.metrics.request_count.inc()
     headers = {
         "X-Accel-Buffering": "no",

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from fastapi import APIRouter, Request
 
 from sluice.api.counted_generation import count_failure
+from sluice.api.error_mapping import ERROR_RESPONSES
 from sluice.api.openai_inputs import chat_inputs
 from sluice.api.openai_schemas import (
     ChatRequest,
@@ -15,8 +16,7 @@ from sluice.api.openai_schemas import (
     TokenizeResponse,
 )
 from sluice.api.schemas import GenerateRequest
-from sluice.api.state import ServingState
-from sluice.api.tgi_routes import ERROR_RESPONSES
+from sluice.api.state import serving_state
 from sluice.errors import SluiceError
 from sluice.frontend.chat_prompt import prepare_chat_prompt
 from sluice.frontend.chat_template import ChatTemplate
@@ -25,15 +25,10 @@ from sluice.frontend.token_spans import TokenSpan, token_spans
 router = APIRouter()
 
 
-def _state(request: Request) -> ServingState:
-    state: ServingState = request.app.state.serving
-    return state
-
-
 @router.post("/tokenize", response_model=TokenizeResponse, responses=ERROR_RESPONSES)
 async def tokenize(request: Request, body: GenerateRequest) -> TokenizeResponse:
     spans = token_spans(
-        _state(request).tokenizer,
+        serving_state(request).tokenizer,
         body.inputs,
         add_special_tokens=True,
         truncate=body.parameters.truncate,
@@ -43,7 +38,7 @@ async def tokenize(request: Request, body: GenerateRequest) -> TokenizeResponse:
 
 @router.post("/chat_tokenize", response_model=ChatTokenizeResponse, responses=ERROR_RESPONSES)
 async def chat_tokenize(request: Request, body: ChatRequest) -> ChatTokenizeResponse:
-    state = _state(request)
+    state = serving_state(request)
     state.metrics.request_count.inc()
     try:
         template = ChatTemplate.from_tokenizer(state.tokenizer)
