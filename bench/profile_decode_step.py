@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Where a decode step's time goes: the runner alone (no server, no HTTP), on the default model,
+for a batch of requests that each already hold `--context` tokens in the KV cache.
+
+Usage: .venv/bin/python bench/profile_decode_step.py [--batch 64] [--context 160] [--dtype bfloat16]
+Prints the step time (median of `--steps`), the floor from bytes and FLOPs, and the top operators
+by self CPU time. Nothing else heavy may run meanwhile."""
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from sluice.distributed.parallel_context import SINGLE_DEVICE
+from sluice.model.attention.torch_sdpa import TorchSdpaBackend
+from sluice.model.kv_cache import KVCacheSpec
+from sluice.model.loader import DTYPES, load_model, read_hf_config
+from sluice.model.runner import ModelRunner
+from sluice.model.step import ScheduledRequest, StepPlan
+from sluice.sampling_params import SamplingParams
+from sluice.weights import resolve_model
+
+BLOCK_SIZE = 16
+MATMUL_FLOPS_PER_S = {"bfloat16": 420e9, "float32": 186e9}  # WORKLOADS.md, this machine kind
+MEMORY_BYTES_PER_S = 33e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--context", type=int, default=160)
+    parser.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES))
+    parser.add_argument("--steps", type=int, default=10)
+    args = parser.parse_args()
+    runner = _build_runner(DTYPES[args.dtype], args.batch, args.context)
+    plan = _decode_plan(args.batch, args.context)
+    runner.execute(_prefill_plan(args.batch, args.context))  # fill the cache once
+    for _ in range(2):
+        runner.execute(plan)
+    times = []
+    for _ in range(args.steps):
+        started = time.perf_counter()
+        runner.execute(plan)
+        times.append(time.perf_counter() - started)
+    step = statistics.median(times)
+    num_params = sum(p.numel() for p in runner.model.parameters())
+    weight_bytes = sum(p.numel() * p.element_size() for p in runner.model.parameters())
+    flops = 2 * num_params * args.batch
+    floor = max(flops / MATMUL_FLOPS_PER_S[args.dtype], weight_bytes / MEMORY_BYTES_PER_S)
+    print(
+        f"batch {args.batch}, context {args.context}, {args.dtype}, "
+        f"{torch.get_num_threads()} threads: step {step * 1000:.1f} ms "
+        f"(min {min(times) * 1000:.1f}, max {max(times) * 1000:.1f}), "
+        f"{args.batch / step:.0f} tokens/s; floor {floor * 1000:.1f} ms "
+        f"({flops / 1e9:.1f} GFLOP, {weight_bytes / 1e6:.0f} MB of weights)"
+    )
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        for _ in range(3):
+            runner.execute(plan)
+    print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=18))
+
+
+def _build_runner(dtype: torch.dtype, batch: int, context: int) -> ModelRunner:
+    path = resolve_model().path
+    config = read_hf_config(path)
+    backend = TorchSdpaBackend()
+    device = torch.device("cpu")
+    model = load_model(
+        path, config, dtype=dtype, device=device, parallel=SINGLE_DEVICE, backend=backend
+    )
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    spec = KVCacheSpec(config.num_hidden_layers, config.num_key_value_heads, head_dim, dtype)
+    blocks_per_request = -(-(context + 1) // BLOCK_SIZE)
+    caches = spec.allocate(batch * blocks_per_request, BLOCK_SIZE, device)
+    return ModelRunner(model, backend, caches, BLOCK_SIZE, device)
+
+
+def _blocks(index: int, context: int) -> tuple[int, ...]:
+    per_request = -(-(context + 1) // BLOCK_SIZE)
+    return tuple(range(index * per_request, (index + 1) * per_request))
+
+
+def _prefill_plan(batch: int, context: int) -> StepPlan:
+    return StepPlan(
+        tuple(
+            ScheduledRequest(
+                str(i), tuple(range(1, context + 1)), 0, context, _blocks(i, context), None
+            )
+            for i in range(batch)
+        )
+    )
+
+
+def _decode_plan(batch: int, context: int) -> StepPlan:
+    greedy = SamplingParams(max_new_tokens=1_000_000)
+    return StepPlan(
+        tuple(
+            ScheduledRequest(str(i), (42,), context, context, _blocks(i, context), greedy)
+            for i in range(batch)
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
