@@ -109,7 +109,7 @@ def test_chat_finish_reasons(server: SluiceServer) -> None:
     length = _post(server, "/v1/chat/completions", {**body, "max_tokens": 2}).json()
     assert length["choices"][0]["finish_reason"] == "length"
     short = [{"role": "user", "content": "What is 12 times 7? Answer with the number only."}]
-    eos_body = {**body, "messages": short, "max_tokens": 40}
+    eos_body = {**body, "messages": short, "max_tokens": 200}
     eos = _post(server, "/v1/chat/completions", eos_body).json()
     assert eos["choices"][0]["finish_reason"] == "stop"
     stopped = _post(server, "/v1/chat/completions", {**body, "stop": [" is"]}).json()
