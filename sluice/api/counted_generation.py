@@ -21,6 +21,8 @@ class StartedGeneration:
     request: ValidatedRequest
     tokens: AsyncGenerator[GeneratedToken, None]
     """Ends with the token that carries the finish reason; leaving early aborts the request."""
+    timer: RequestTimer
+    """Follows the tokens as they are read; gives the x-* headers of a non-streamed reply."""
 
     @property
     def num_prompt_tokens(self) -> int:
@@ -47,7 +49,7 @@ async def counted_generation(
         tokens = _timed(generate_tokens(state.client, state.tokenizer, request), timer)
         assert isinstance(tokens, AsyncGenerator)  # closed explicitly when left early
         async with contextlib.aclosing(tokens):
-            yield StartedGeneration(request, tokens)
+            yield StartedGeneration(request, tokens, timer)
     except SluiceError as error:
         count_failure(state, error)
         raise

@@ -30,6 +30,7 @@ from sluice.api.openai_schemas import (
     ModelCard,
     ModelList,
 )
+from sluice.api.request_timer import RequestTimer
 from sluice.api.sse import DONE_EVENT, openai_error_event, sse_event
 from sluice.api.state import ServingState, serving_state
 from sluice.errors import (
@@ -97,14 +98,17 @@ async def chat_completions(request: Request, body: ChatRequest) -> Response:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         events = _chat_events(run, prompt, include_usage=include_usage)
         return StreamingResponse(events, media_type="text/event-stream", headers=STREAM_HEADERS)
-    completion = await _chat_completion(run, prompt)
-    return JSONResponse(completion.model_dump())
+    completion, answer = await _chat_completion(run, prompt)
+    headers = answer.timer.headers(state.compute_type, len(answer.prompt_text))
+    return JSONResponse(completion.model_dump(), headers=headers)
 
 
 @dataclass(frozen=True, slots=True)
 class _ChatAnswer:
     tokens: list[GeneratedToken]
     request: ValidatedRequest
+    timer: RequestTimer
+    prompt_text: str
     chose_no_tool: bool = False
 
     @property
@@ -117,16 +121,20 @@ class _ChatAnswer:
         return chat_finish_reason(reason or FinishReason.LENGTH)
 
 
-async def _chat_completion(run: ChatRun, prompt: ChatPrompt) -> ChatCompletion:
+async def _chat_completion(run: ChatRun, prompt: ChatPrompt) -> tuple[ChatCompletion, _ChatAnswer]:
+    """The reply, and the generation that made it (the re-run when a tool call chose
+    `no_tool`)."""
     answer = await _generate(run, prompt)
     num_prompt_tokens = len(answer.request.prompt_token_ids)
     if prompt.tools is None:
-        return run.shape.completion(answer.tokens, answer.finish_reason, num_prompt_tokens)
+        reply = run.shape.completion(answer.tokens, answer.finish_reason, num_prompt_tokens)
+        return reply, answer
     call = None if answer.chose_no_tool else parse_tool_call(answer.text)
     if call is None or call.is_no_tool:
         plain = run.without_tools()
         return await _chat_completion(plain, plain.prepare())
-    return run.shape.completion(answer.tokens, answer.finish_reason, num_prompt_tokens, call)
+    reply = run.shape.completion(answer.tokens, answer.finish_reason, num_prompt_tokens, call)
+    return reply, answer
 
 
 async def _generate(run: ChatRun, prompt: ChatPrompt) -> _ChatAnswer:
@@ -141,7 +149,7 @@ async def _generate(run: ChatRun, prompt: ChatPrompt) -> _ChatAnswer:
                 if tool_stream.chose_no_tool:
                     break
     chose_no_tool = tool_stream is not None and tool_stream.chose_no_tool
-    return _ChatAnswer(tokens, generation.request, chose_no_tool)
+    return _ChatAnswer(tokens, generation.request, generation.timer, prompt.text, chose_no_tool)
 
 
 async def _chat_events(

@@ -65,3 +65,12 @@ def test_metrics_have_tgi_names_and_types(server: SluiceServer) -> None:
     generated = "tgi_request_generated_tokens_sum"
     assert value(page, generated) - value(before, generated) == 4
     assert value(page, "tgi_batch_max_total_tokens") == 32768
+
+
+def test_chat_response_carries_tgi_timing_headers(server: SluiceServer) -> None:
+    body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3, "temperature": 0}
+    response = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=60)
+    usage = response.json()["usage"]
+    assert response.headers["x-generated-tokens"] == str(usage["completion_tokens"])
+    assert response.headers["x-prompt-tokens"] == str(usage["prompt_tokens"])
+    assert int(response.headers["x-total-time"]) >= int(response.headers["x-inference-time"])
