@@ -41,7 +41,7 @@ async def counted_generation(
     try:
         state.take_permit()
     except SluiceError as error:
-        count_failure(state, error)
+        state.metrics.observe_failure(error)
         raise
     try:
         request = state.processor.process(inputs, params)
@@ -51,7 +51,7 @@ async def counted_generation(
         async with contextlib.aclosing(tokens):
             yield StartedGeneration(request, tokens, timer)
     except SluiceError as error:
-        count_failure(state, error)
+        state.metrics.observe_failure(error)
         raise
     finally:
         state.release_permit()
@@ -65,7 +65,3 @@ async def _timed(
         async for token in tokens:
             timer.mark_token(token)
             yield token
-
-
-def count_failure(state: ServingState, error: SluiceError) -> None:
-    state.metrics.request_failure.labels(error.error_type).inc()

@@ -6,6 +6,7 @@ from prometheus_client.utils import floatToGoString
 
 from sluice.api.request_timer import RequestTimer
 from sluice.config import ServingLimits
+from sluice.errors import SluiceError
 from sluice.ipc.messages import StepStats
 
 DURATION_BUCKETS = tuple(0.00015 * 1.5**k for k in range(35))
@@ -106,6 +107,10 @@ class ServerMetrics:
             self._sizes["tgi_request_input_length"].observe(timer.input_length)
             self._sizes["tgi_request_max_new_tokens"].observe(timer.max_new_tokens)
             self._sizes["tgi_request_generated_tokens"].observe(timer.generated_tokens)
+
+    def observe_failure(self, error: SluiceError) -> None:
+        """A request that ended with an error, counted by its TGI error type."""
+        self.request_failure.labels(error.error_type).inc()
 
     def observe_step(self, stats: StepStats) -> None:
         method = "prefill" if stats.num_prefill_tokens else "decode"

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from sluice.api.chat_responses import ChatReplyShape, chat_finish_reason
 from sluice.api.completion_streams import complete_prompts, completion_events
-from sluice.api.counted_generation import count_failure, counted_generation
+from sluice.api.counted_generation import counted_generation
 from sluice.api.error_mapping import ERROR_RESPONSES
 from sluice.api.openai_inputs import (
     chat_inputs,
@@ -78,7 +78,7 @@ class ChatRun:
             template = ChatTemplate.from_tokenizer(self.state.tokenizer)
             return prepare_chat_prompt(template, self.chat)
         except SluiceError as error:
-            count_failure(self.state, error)
+            self.state.metrics.observe_failure(error)
             raise
 
 
@@ -236,7 +236,7 @@ def _check_completion_request(
         if len(prompts) > max_prompts:
             raise ClientBatchSizeError(max_prompts)
     except SluiceError as error:
-        count_failure(state, error)
+        state.metrics.observe_failure(error)
         raise
 
 

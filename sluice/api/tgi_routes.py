@@ -219,7 +219,7 @@ async def _stream_events(state: ServingState, body: GenerateRequest) -> AsyncIte
     try:
         state.take_permit()
     except SluiceError as error:
-        _count_failure(state, error)
+        state.metrics.observe_failure(error)
         yield sse_event(error_body(error))
         return
     try:
@@ -229,7 +229,7 @@ async def _stream_events(state: ServingState, body: GenerateRequest) -> AsyncIte
             timer.mark_token(token)
             yield sse_event(_stream_event(token, body, validated))
     except SluiceError as error:
-        _count_failure(state, error)
+        state.metrics.observe_failure(error)
         yield sse_event(error_body(error))
         return
     finally:
@@ -319,10 +319,6 @@ def _wire_token(token: GeneratedToken | TopToken) -> Token:
     )
 
 
-def _count_failure(state: ServingState, error: SluiceError) -> None:
-    state.metrics.request_failure.labels(error.error_type).inc()
-
-
 def _error_response(state: ServingState, error: SluiceError) -> JSONResponse:
-    _count_failure(state, error)
+    state.metrics.observe_failure(error)
     return JSONResponse(error_body(error), status_code=status_for(error))

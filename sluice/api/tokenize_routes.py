@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 from fastapi import APIRouter, Request
 
-from sluice.api.counted_generation import count_failure
 from sluice.api.error_mapping import ERROR_RESPONSES
 from sluice.api.openai_inputs import chat_inputs
 from sluice.api.openai_schemas import (
@@ -45,7 +44,7 @@ async def chat_tokenize(request: Request, body: ChatRequest) -> ChatTokenizeResp
         text = prepare_chat_prompt(template, chat_inputs(body)).text
         spans = token_spans(state.tokenizer, text, add_special_tokens=False)
     except SluiceError as error:
-        count_failure(state, error)
+        state.metrics.observe_failure(error)
         raise
     return ChatTokenizeResponse(tokenize_response=_simple_tokens(spans), templated_text=text)
 

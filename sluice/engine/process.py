@@ -2,6 +2,7 @@
 then run the busy loop. Any start-up failure is reported to the API process as one line."""
 
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -136,6 +137,4 @@ def _available_memory_bytes() -> int:
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
-    import os
-
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
