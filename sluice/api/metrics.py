@@ -69,6 +69,34 @@ class ServerMetrics:
             buckets=BATCH_SIZE_BUCKETS,
             registry=r,
         )
+        self.kv_cache_blocks_total = Gauge(
+            "sluice_kv_cache_blocks_total", "KV cache blocks", registry=r
+        )
+        self.kv_cache_blocks_used = Gauge(
+            "sluice_kv_cache_blocks_used",
+            "KV cache blocks held by requests (cached prefix blocks nobody holds are free)",
+            registry=r,
+        )
+        self.preemptions = Counter(
+            "sluice_preemptions", "Requests preempted for lack of KV blocks", registry=r
+        )
+        self.prefix_cache_queried_tokens = Counter(
+            "sluice_prefix_cache_queried_tokens",
+            "Tokens of admitted requests looked up in the prefix cache",
+            registry=r,
+        )
+        self.prefix_cache_hit_tokens = Counter(
+            "sluice_prefix_cache_hit_tokens",
+            "Looked-up tokens found in the prefix cache (not computed)",
+            registry=r,
+        )
+        self.prefix_cache_hit_rate = Gauge(
+            "sluice_prefix_cache_hit_rate",
+            "Prefix cache hit tokens / queried tokens since start",
+            registry=r,
+        )
+        self._engine_totals: dict[Counter, int] = {}
+        """The engine's running totals as last seen, per counter that follows one."""
 
     @property
     def request_duration(self) -> Histogram:
@@ -125,6 +153,18 @@ class ServerMetrics:
         self.batch_current_size.set(stats.num_running)
         used_blocks = stats.num_blocks - stats.num_free_blocks
         self.batch_current_max_tokens.set(used_blocks * stats.block_size)
+        self.kv_cache_blocks_total.set(stats.num_blocks)
+        self.kv_cache_blocks_used.set(used_blocks)
+        self._follow_total(self.preemptions, stats.num_preemptions)
+        self._follow_total(self.prefix_cache_queried_tokens, stats.prefix_cache_queried_tokens)
+        self._follow_total(self.prefix_cache_hit_tokens, stats.prefix_cache_hit_tokens)
+        queried = stats.prefix_cache_queried_tokens
+        self.prefix_cache_hit_rate.set(stats.prefix_cache_hit_tokens / queried if queried else 0)
+
+    def _follow_total(self, counter: Counter, total: int) -> None:
+        """Advance `counter` by what the engine's running `total` gained since the last step."""
+        counter.inc(max(0, total - self._engine_totals.get(counter, 0)))
+        self._engine_totals[counter] = total
 
     def render(self) -> bytes:
         return render_tgi_exposition(self.registry)

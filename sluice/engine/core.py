@@ -147,4 +147,5 @@ class EngineCore:
             num_blocks=kv_cache.num_blocks,
             block_size=kv_cache.block_size,
             num_failed_requests=num_failed,
+            num_preemptions=self.scheduler.num_preemptions,
         )

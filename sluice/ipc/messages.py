@@ -64,10 +64,18 @@ class StepStats(msgspec.Struct, frozen=True):
     num_waiting: int
     num_running: int
     num_free_blocks: int
+    """Blocks no request holds, cached prefix blocks included: those are evictable."""
     num_blocks: int
     block_size: int
     num_failed_requests: int = 0
     """Requests of the step that ended with an error."""
+    num_preemptions: int = 0
+    """Requests preempted since the engine started: a running total, so that a receiver can
+    turn it into a counter without missing a step."""
+    prefix_cache_queried_tokens: int = 0
+    """Known tokens of the requests looked up in the prefix cache at admission, since start."""
+    prefix_cache_hit_tokens: int = 0
+    """Of those, the tokens found cached (their K/V reused, not computed), since start."""
 
 
 class StepOutputs(msgspec.Struct, frozen=True, tag="step"):

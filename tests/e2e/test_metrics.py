@@ -25,6 +25,14 @@ TGI_METRICS = {
     "tgi_batch_inference_success": "counter",
     "tgi_batch_forward_duration": "histogram",
 }
+SLUICE_METRICS = {
+    "sluice_kv_cache_blocks_total": "gauge",
+    "sluice_kv_cache_blocks_used": "gauge",
+    "sluice_preemptions": "counter",
+    "sluice_prefix_cache_queried_tokens": "counter",
+    "sluice_prefix_cache_hit_tokens": "counter",
+    "sluice_prefix_cache_hit_rate": "gauge",
+}
 
 
 def test_generate_response_carries_tgi_timing_headers(server: SluiceServer) -> None:
@@ -52,7 +60,7 @@ def test_metrics_have_tgi_names_and_types(server: SluiceServer) -> None:
     assert httpx.post(f"{server.url}/generate", json=body, timeout=60).status_code == 200
     httpx.post(f"{server.url}/generate", json={"inputs": "", "parameters": {}}, timeout=60)
     page = httpx.get(f"{server.url}/metrics").text
-    for name, kind in TGI_METRICS.items():
+    for name, kind in {**TGI_METRICS, **SLUICE_METRICS}.items():
         assert f"# TYPE {name} {kind}" in page, name
 
     def value(text: str, sample: str) -> float:
@@ -65,6 +73,8 @@ def test_metrics_have_tgi_names_and_types(server: SluiceServer) -> None:
     generated = "tgi_request_generated_tokens_sum"
     assert value(page, generated) - value(before, generated) == 4
     assert value(page, "tgi_batch_max_total_tokens") == 32768
+    assert value(page, "sluice_kv_cache_blocks_total") == 32768 // 16
+    assert 0 <= value(page, "sluice_kv_cache_blocks_used") <= 32768 // 16
 
 
 def test_chat_response_carries_tgi_timing_headers(server: SluiceServer) -> None:

@@ -99,6 +99,16 @@ def test_engine_core_counts_a_one_token_prompt_chunk_as_prefill() -> None:
     assert (stats.num_prefill_tokens, stats.num_decode_tokens) == (1, 0)
 
 
+def test_engine_core_reports_preemptions_as_a_running_total() -> None:
+    engine = _engine(FakeRunner(), make_scheduler(num_blocks=4, block_size=4))
+    engine.handle(_add("a", 6, max_new_tokens=8))
+    engine.handle(_add("b", 6, max_new_tokens=8))
+
+    totals = [engine.step().stats.num_preemptions for _ in range(5)]
+
+    assert totals == [0, 0, 0, 1, 1]  # step 4: a needs a third block, b makes room
+
+
 class PoisonedRunner(FakeRunner):
     """Raises whenever a given request is in the plan."""
 
