@@ -2,7 +2,8 @@
 """Where a decode step's time goes: the runner alone (no server, no HTTP), on the default model,
 for a batch of requests that each already hold `--context` tokens in the KV cache.
 
-Usage: .venv/bin/python bench/profile_decode_step.py [--batch 64] [--context 160] [--dtype bfloat16]
+Usage: .venv/bin/python bench/profile_decode_step.py [--batch 64] [--context 160]
+    [--dtype bfloat16] [--backend paged|reference]
 Prints the step time (median of `--steps`), the floor from bytes and FLOPs, and the top operators
 by self CPU time. Nothing else heavy may run meanwhile."""
 
@@ -14,6 +15,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from sluice.distributed.parallel_context import SINGLE_DEVICE
+from sluice.model.attention.backend import AttentionBackend
+from sluice.model.attention.paged import PagedAttentionBackend
 from sluice.model.attention.torch_sdpa import TorchSdpaBackend
 from sluice.model.kv_cache import KVCacheSpec
 from sluice.model.loader import DTYPES, load_model, read_hf_config
@@ -25,6 +28,10 @@ from sluice.weights import resolve_model
 BLOCK_SIZE = 16
 MATMUL_FLOPS_PER_S = {"bfloat16": 420e9, "float32": 186e9}  # WORKLOADS.md, this machine kind
 MEMORY_BYTES_PER_S = 33e9
+BACKENDS: dict[str, type[AttentionBackend]] = {
+    "paged": PagedAttentionBackend,
+    "reference": TorchSdpaBackend,
+}
 
 
 def main() -> None:
@@ -33,8 +40,10 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=160)
     parser.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES))
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--backend", default="paged", choices=sorted(BACKENDS))
     args = parser.parse_args()
-    runner = _build_runner(DTYPES[args.dtype], args.batch, args.context)
+    backend = BACKENDS[args.backend]()
+    runner = _build_runner(backend, DTYPES[args.dtype], args.batch, args.context)
     plan = _decode_plan(args.batch, args.context)
     runner.execute(_prefill_plan(args.batch, args.context))  # fill the cache once
     for _ in range(2):
@@ -50,7 +59,7 @@ def main() -> None:
     flops = 2 * num_params * args.batch
     floor = max(flops / MATMUL_FLOPS_PER_S[args.dtype], weight_bytes / MEMORY_BYTES_PER_S)
     print(
-        f"batch {args.batch}, context {args.context}, {args.dtype}, "
+        f"{args.backend} attention, batch {args.batch}, context {args.context}, {args.dtype}, "
         f"{torch.get_num_threads()} threads: step {step * 1000:.1f} ms "
         f"(min {min(times) * 1000:.1f}, max {max(times) * 1000:.1f}), "
         f"{args.batch / step:.0f} tokens/s; floor {floor * 1000:.1f} ms "
@@ -62,10 +71,11 @@ def main() -> None:
     print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=18))
 
 
-def _build_runner(dtype: torch.dtype, batch: int, context: int) -> ModelRunner:
+def _build_runner(
+    backend: AttentionBackend, dtype: torch.dtype, batch: int, context: int
+) -> ModelRunner:
     path = resolve_model().path
     config = read_hf_config(path)
-    backend = TorchSdpaBackend()
     device = torch.device("cpu")
     model = load_model(
         path, config, dtype=dtype, device=device, parallel=SINGLE_DEVICE, backend=backend

@@ -21,7 +21,7 @@ from sluice.errors import SluiceError
 from sluice.ipc.messages import EngineFailed, EngineReady
 from sluice.ipc.transport import EngineChannel, IpcAddresses
 from sluice.log import configure_logging
-from sluice.model.attention.torch_sdpa import TorchSdpaBackend
+from sluice.model.attention.paged import PagedAttentionBackend
 from sluice.model.kv_cache import KVCacheSpec
 from sluice.model.loader import load_model, read_hf_config, resolve_dtype
 from sluice.model.runner import ModelRunner
@@ -61,7 +61,7 @@ def run_engine_process(launch: EngineLaunch) -> None:
 def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineCore, EngineReady]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = resolve_dtype(launch.config.model.dtype, device)
-    backend = TorchSdpaBackend()
+    backend = PagedAttentionBackend()
     model_config = launch.config.model
     hf_config = read_hf_config(launch.model_path, trust_remote_code=model_config.trust_remote_code)
     model = load_model(

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from sluice.distributed.parallel_context import SINGLE_DEVICE
-from sluice.model.attention.torch_sdpa import TorchSdpaBackend
+from sluice.model.attention.paged import PagedAttentionBackend
 from sluice.model.kv_cache import KVCacheSpec
 from sluice.model.loader import load_model, read_hf_config
 from sluice.model.runner import ModelRunner
@@ -18,7 +18,7 @@ BLOCK_SIZE = 16
 
 def build_runner(path: Path, dtype: torch.dtype, num_blocks: int = 64) -> ModelRunner:
     device = torch.device("cpu")
-    backend = TorchSdpaBackend()
+    backend = PagedAttentionBackend()
     config = read_hf_config(path)
     model = load_model(
         path, config, dtype=dtype, device=device, parallel=SINGLE_DEVICE, backend=backend

@@ -1,7 +1,8 @@
 """Reference attention backend: gather each request's context from the paged cache into a
 padded batch and call `scaled_dot_product_attention` once per layer.
 
-Correct on every device and dtype; the yardstick faster backends are measured against."""
+Correct on every device and dtype, and slow: every request's queries are padded to the
+longest of the step. The yardstick the paged backend (paged.py) is measured against."""
 
 from dataclasses import dataclass
 
@@ -78,9 +79,6 @@ class TorchSdpaBackend:
         num_heads, head_dim = q.shape[1], q.shape[2]
         keys = key_cache[metadata.context_slots]  # [requests, max_context, kv_heads, dim]
         values = value_cache[metadata.context_slots]
-        if metadata.max_query_len == 1:
-            key_mask = metadata.attn_mask[:, 0, 0, :]  # [requests, max_context]
-            return _decode_attention(q, keys, values, key_mask, scale)
         padded_q = _pad_queries(q, metadata, num_requests)  # [requests, max_q, heads, dim]
         out = F.scaled_dot_product_attention(
             padded_q.transpose(1, 2),
@@ -92,31 +90,6 @@ class TorchSdpaBackend:
         )  # [requests, heads, max_q, dim]
         out = out.transpose(1, 2).reshape(-1, num_heads, head_dim)
         return out if metadata.query_rows is None else out[metadata.query_rows]
-
-
-def _decode_attention(
-    q: torch.Tensor,
-    keys: torch.Tensor,
-    values: torch.Tensor,
-    key_mask: torch.Tensor,
-    scale: float,
-) -> torch.Tensor:
-    """One query per request, as two batched matmuls per layer with the query heads of each KV
-    head grouped: the CPU flash kernel is several times slower for a single masked query.
-    Scores and softmax in float32, as the fused kernels keep them; the probabilities meet the
-    values in the cache dtype, as transformers' eager attention does.
-
-    q: [requests, heads, dim]; keys, values: [requests, context, kv_heads, dim];
-    key_mask: [requests, context] bool. Returns [requests, heads, dim] in q's dtype.
-    """
-    num_requests, _, num_kv_heads, head_dim = keys.shape
-    group = q.shape[1] // num_kv_heads
-    grouped_q = q.float().view(num_requests, num_kv_heads, group, head_dim)
-    scores = grouped_q @ keys.float().permute(0, 2, 3, 1)  # [requests, kv_heads, group, context]
-    scores = (scores * scale).masked_fill(~key_mask[:, None, None, :], float("-inf"))
-    probs = scores.softmax(dim=-1).to(values.dtype)
-    out = probs @ values.transpose(1, 2)  # [requests, kv_heads, group, dim]
-    return out.reshape(num_requests, num_kv_heads * group, head_dim).to(q.dtype)
 
 
 def _pad_queries(q: torch.Tensor, metadata: SdpaMetadata, num_requests: int) -> torch.Tensor:

@@ -1,0 +1,194 @@
+"""The default attention backend: reads the paged cache a block at a time and splits each step
+into its decodes (one query per request, attended together) and its prompt chunks (attended
+one request at a time), so that one long chunk never pads every decode of the step to its
+length, as the reference backend does.
+
+Keys and values are gathered with one `index_select` over whole blocks (a block is
+`block_size` consecutive slots), several times cheaper than gathering slot by slot."""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from sluice.model.attention.backend import BatchLayout, slot_mapping_for
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeBatch:
+    """The requests of a step that compute one token each."""
+
+    rows: torch.Tensor | None
+    """[num_decodes] int64: their rows in the step's flattened tokens; None when every
+    request of the step decodes (the rows are then the whole batch, in order)."""
+    block_table: torch.Tensor
+    """[num_decodes, max_blocks] int64, padded with block 0 (masked out)."""
+    key_mask: torch.Tensor
+    """[num_decodes, max_blocks * block_size] bool: True where a slot holds context."""
+
+
+@dataclass(frozen=True, slots=True)
+class PromptChunk:
+    """One request computing several tokens: a prompt, or a chunk of one."""
+
+    rows: slice
+    """Its rows in the step's flattened tokens (a request's tokens are contiguous)."""
+    block_ids: torch.Tensor
+    """[num_blocks] int64: the blocks holding its context."""
+    context_len: int
+    causal_mask: torch.Tensor | None
+    """[query_len, context_len] bool for a chunk after cached tokens; None for a chunk from
+    position 0, which is plainly causal."""
+
+
+@dataclass(frozen=True, slots=True)
+class PagedMetadata:
+    slot_mapping: torch.Tensor
+    """[num_tokens] int64."""
+    block_size: int
+    decodes: DecodeBatch | None
+    chunks: tuple[PromptChunk, ...]
+
+
+class PagedAttentionBackend:
+    def build_metadata(self, layout: BatchLayout, device: torch.device) -> PagedMetadata:
+        decode_rows: list[int] = []
+        decode_requests: list[int] = []
+        chunks: list[PromptChunk] = []
+        row = 0
+        for index, count in enumerate(layout.query_lens):
+            if count == 1:
+                decode_rows.append(row)
+                decode_requests.append(index)
+            else:
+                chunks.append(_prompt_chunk(layout, index, row, device))
+            row += count
+        decodes = None
+        if decode_requests:
+            all_decode = len(decode_requests) == len(layout.query_lens)
+            rows = None if all_decode else torch.tensor(decode_rows, device=device)
+            decodes = _decode_batch(layout, decode_requests, rows, device)
+        return PagedMetadata(
+            slot_mapping=torch.tensor(slot_mapping_for(layout), dtype=torch.long, device=device),
+            block_size=layout.block_size,
+            decodes=decodes,
+            chunks=tuple(chunks),
+        )
+
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        kv_cache: torch.Tensor,
+        metadata: PagedMetadata,
+        scale: float,
+    ) -> torch.Tensor:
+        key_cache, value_cache = kv_cache[0], kv_cache[1]
+        key_cache.index_copy_(0, metadata.slot_mapping, k)
+        value_cache.index_copy_(0, metadata.slot_mapping, v)
+        # [num_blocks, block_size, kv_heads, head_dim]: a view, so gathers copy whole blocks.
+        block_shape = (-1, metadata.block_size, *key_cache.shape[1:])
+        key_blocks, value_blocks = key_cache.view(block_shape), value_cache.view(block_shape)
+        decodes = metadata.decodes
+        if decodes is not None and decodes.rows is None:
+            return _decode_attention(q, key_blocks, value_blocks, decodes, scale)
+        out = torch.empty_like(q)
+        if decodes is not None:
+            queries = q.index_select(0, decodes.rows)
+            attended = _decode_attention(queries, key_blocks, value_blocks, decodes, scale)
+            out.index_copy_(0, decodes.rows, attended)
+        for chunk in metadata.chunks:
+            out[chunk.rows] = _chunk_attention(
+                q[chunk.rows], key_blocks, value_blocks, chunk, scale
+            )
+        return out
+
+
+def _decode_batch(
+    layout: BatchLayout, requests: list[int], rows: torch.Tensor | None, device: torch.device
+) -> DecodeBatch:
+    context_lens = [layout.num_computed_tokens[i] + 1 for i in requests]
+    size = layout.block_size
+    max_blocks = -(-max(context_lens) // size)
+    table = torch.zeros(len(requests), max_blocks, dtype=torch.long)
+    for position, index in enumerate(requests):
+        used = layout.block_tables[index][:max_blocks]
+        table[position, : len(used)] = torch.tensor(used, dtype=torch.long)
+    key_positions = torch.arange(max_blocks * size)
+    key_mask = key_positions[None, :] < torch.tensor(context_lens)[:, None]
+    return DecodeBatch(rows=rows, block_table=table.to(device), key_mask=key_mask.to(device))
+
+
+def _prompt_chunk(
+    layout: BatchLayout, index: int, first_row: int, device: torch.device
+) -> PromptChunk:
+    start, count = layout.num_computed_tokens[index], layout.query_lens[index]
+    context_len = start + count
+    num_blocks = -(-context_len // layout.block_size)
+    block_ids = torch.tensor(layout.block_tables[index][:num_blocks], dtype=torch.long)
+    causal_mask = None
+    if start > 0:
+        query_positions = torch.arange(start, context_len)
+        causal_mask = torch.arange(context_len)[None, :] <= query_positions[:, None]
+        causal_mask = causal_mask.to(device)
+    return PromptChunk(
+        rows=slice(first_row, first_row + count),
+        block_ids=block_ids.to(device),
+        context_len=context_len,
+        causal_mask=causal_mask,
+    )
+
+
+def _decode_attention(
+    q: torch.Tensor,
+    key_blocks: torch.Tensor,
+    value_blocks: torch.Tensor,
+    decodes: DecodeBatch,
+    scale: float,
+) -> torch.Tensor:
+    """One query per request, as two batched matmuls with the query heads of each KV head
+    grouped (the CPU flash kernel is several times slower for a single masked query).
+    The scores come out of the matmul in the cache dtype and the softmax runs in float32, as
+    in transformers' eager attention.
+
+    q: [requests, heads, dim]. Returns [requests, heads, dim]."""
+    num_requests, max_blocks = decodes.block_table.shape
+    _, block_size, num_kv_heads, head_dim = key_blocks.shape
+    context = max_blocks * block_size
+    flat_table = decodes.block_table.view(-1)
+    # [requests, kv_heads, dim, context] and [requests, kv_heads, context, dim], contiguous.
+    keys = key_blocks.index_select(0, flat_table).view(num_requests, context, num_kv_heads, -1)
+    keys = keys.permute(0, 2, 3, 1).contiguous()
+    values = value_blocks.index_select(0, flat_table).view(num_requests, context, num_kv_heads, -1)
+    values = values.transpose(1, 2).contiguous()
+    group = q.shape[1] // num_kv_heads
+    grouped_q = q.view(num_requests, num_kv_heads, group, head_dim)
+    scores = (grouped_q @ keys).float()  # [requests, kv_heads, group, context]
+    scores = (scores * scale).masked_fill_(~decodes.key_mask[:, None, None, :], float("-inf"))
+    probs = scores.softmax(dim=-1).to(values.dtype)
+    return (probs @ values).view(num_requests, num_kv_heads * group, head_dim)
+
+
+def _chunk_attention(
+    q: torch.Tensor,
+    key_blocks: torch.Tensor,
+    value_blocks: torch.Tensor,
+    chunk: PromptChunk,
+    scale: float,
+) -> torch.Tensor:
+    """q: [query_len, heads, dim] of one request. Returns the same shape."""
+    num_kv_heads, head_dim = key_blocks.shape[2], key_blocks.shape[3]
+    keys = key_blocks.index_select(0, chunk.block_ids).view(-1, num_kv_heads, head_dim)
+    values = value_blocks.index_select(0, chunk.block_ids).view(-1, num_kv_heads, head_dim)
+    keys, values = keys[: chunk.context_len], values[: chunk.context_len]
+    out = F.scaled_dot_product_attention(
+        q.transpose(0, 1).unsqueeze(0),
+        keys.transpose(0, 1).unsqueeze(0),
+        values.transpose(0, 1).unsqueeze(0),
+        attn_mask=chunk.causal_mask,
+        is_causal=chunk.causal_mask is None,
+        scale=scale,
+        enable_gqa=True,
+    )  # [1, heads, query_len, dim]
+    return out.squeeze(0).transpose(0, 1)

@@ -1,0 +1,132 @@
+"""Both attention backends on a tiny random paged cache against naive per-request causal
+attention (float32), and the paged backend against the reference in bfloat16."""
+
+import math
+
+import pytest
+import torch
+
+from sluice.model.attention.backend import AttentionBackend, BatchLayout, slot_mapping_for
+from sluice.model.attention.paged import PagedAttentionBackend
+from sluice.model.attention.torch_sdpa import TorchSdpaBackend
+from tests.unit.model.attention.layouts import (
+    ALL_LAYOUTS,
+    BLOCK_SIZE,
+    HEAD_DIM,
+    NUM_BLOCKS,
+    NUM_HEADS,
+    NUM_KV_HEADS,
+    slot,
+)
+
+CPU = torch.device("cpu")
+SCALE = 1 / math.sqrt(HEAD_DIM)
+BACKENDS = {"paged": PagedAttentionBackend, "reference": TorchSdpaBackend}
+
+
+def _naive_attention(
+    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, start: int
+) -> torch.Tensor:
+    """q: [n, heads, dim] at positions start..start+n-1; keys/values: [start+n, kv_heads, dim]."""
+    group = NUM_HEADS // NUM_KV_HEADS
+    out = torch.empty_like(q)
+    for i in range(q.shape[0]):
+        visible = start + i + 1
+        for head in range(NUM_HEADS):
+            k = keys[:visible, head // group]
+            v = values[:visible, head // group]
+            weights = (k @ q[i, head] * SCALE).softmax(-1)
+            out[i, head] = weights @ v
+    return out
+
+
+def _random_step(
+    layout: BatchLayout, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A cache full of garbage (so reading a wrong slot changes the result), and q, k, v."""
+    rng = torch.Generator().manual_seed(0)
+    num_tokens = sum(layout.query_lens)
+    kv_cache = torch.randn(2, NUM_BLOCKS * BLOCK_SIZE, NUM_KV_HEADS, HEAD_DIM, generator=rng)
+    q = torch.randn(num_tokens, NUM_HEADS, HEAD_DIM, generator=rng)
+    k = torch.randn(num_tokens, NUM_KV_HEADS, HEAD_DIM, generator=rng)
+    v = torch.randn(num_tokens, NUM_KV_HEADS, HEAD_DIM, generator=rng)
+    return kv_cache.to(dtype), q.to(dtype), k.to(dtype), v.to(dtype)
+
+
+def _run(
+    backend: AttentionBackend, layout: BatchLayout, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    kv_cache, q, k, v = _random_step(layout, dtype)
+    out = backend.forward(q, k, v, kv_cache, backend.build_metadata(layout, CPU), SCALE)
+    return out, kv_cache
+
+
+@pytest.mark.parametrize("layout", ALL_LAYOUTS.values(), ids=ALL_LAYOUTS.keys())
+@pytest.mark.parametrize("backend_type", BACKENDS.values(), ids=BACKENDS.keys())
+def test_forward_matches_naive_causal_attention(
+    backend_type: type[AttentionBackend], layout: BatchLayout
+) -> None:
+    kv_cache, q, k, v = _random_step(layout, torch.float32)
+    past = [  # what each request's earlier steps left in the cache
+        (kv_cache[0, slots].clone(), kv_cache[1, slots].clone())
+        for slots in (
+            [slot(table, p) for p in range(start)]
+            for table, start in zip(layout.block_tables, layout.num_computed_tokens, strict=True)
+        )
+    ]
+
+    out, kv_cache = _run(backend_type(), layout, torch.float32)
+
+    expected, offset = [], 0
+    for (past_k, past_v), start, count in zip(
+        past, layout.num_computed_tokens, layout.query_lens, strict=True
+    ):
+        rows = slice(offset, offset + count)
+        keys, values = torch.cat([past_k, k[rows]]), torch.cat([past_v, v[rows]])
+        expected.append(_naive_attention(q[rows], keys, values, start))
+        offset += count
+    torch.testing.assert_close(out, torch.cat(expected), rtol=1e-5, atol=1e-5)
+    slots = torch.tensor(slot_mapping_for(layout))
+    assert torch.equal(kv_cache[0, slots], k)
+    assert torch.equal(kv_cache[1, slots], v)
+
+
+@pytest.mark.parametrize("layout", ALL_LAYOUTS.values(), ids=ALL_LAYOUTS.keys())
+def test_paged_forward_in_bfloat16_stays_close_to_the_reference(layout: BatchLayout) -> None:
+    paged, _ = _run(PagedAttentionBackend(), layout, torch.bfloat16)
+    reference, _ = _run(TorchSdpaBackend(), layout, torch.bfloat16)
+
+    assert paged.dtype == torch.bfloat16
+    torch.testing.assert_close(paged.float(), reference.float(), rtol=0.05, atol=0.05)
+
+
+def test_paged_metadata_splits_decodes_from_prompt_chunks() -> None:
+    layout = ALL_LAYOUTS["decodes_around_a_chunk"]
+
+    metadata = PagedAttentionBackend().build_metadata(layout, CPU)
+
+    assert metadata.decodes is not None
+    assert metadata.decodes.rows is not None
+    assert metadata.decodes.rows.tolist() == [0, 5, 6]  # the chunk holds rows 1..4
+    assert metadata.decodes.block_table.tolist() == [[1, 2, 3], [6, 0, 0], [7, 8, 0]]
+    assert metadata.decodes.key_mask.sum(dim=1).tolist() == [10, 1, 5]
+    (chunk,) = metadata.chunks
+    assert chunk.rows == slice(1, 5)
+    assert chunk.context_len == 6
+    assert chunk.causal_mask is not None  # it starts after 2 cached tokens
+    assert chunk.causal_mask.sum(dim=1).tolist() == [3, 4, 5, 6]
+
+
+def test_paged_metadata_of_a_decode_only_step_needs_no_row_indices() -> None:
+    metadata = PagedAttentionBackend().build_metadata(ALL_LAYOUTS["decodes"], CPU)
+
+    assert metadata.decodes is not None and metadata.decodes.rows is None
+    assert metadata.chunks == ()
+
+
+def test_paged_metadata_of_a_fresh_prompt_is_plainly_causal() -> None:
+    metadata = PagedAttentionBackend().build_metadata(ALL_LAYOUTS["prompt"], CPU)
+
+    assert metadata.decodes is None
+    (chunk,) = metadata.chunks
+    assert chunk.causal_mask is None
