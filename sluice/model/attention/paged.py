@@ -99,9 +99,13 @@ class PagedAttentionBackend:
             attended = _decode_attention(queries, key_blocks, value_blocks, decodes, scale)
             out.index_copy_(0, decodes.rows, attended)
         for chunk in metadata.chunks:
-            out[chunk.rows] = _chunk_attention(
-                q[chunk.rows], key_blocks, value_blocks, chunk, scale
-            )
+            rows = chunk.rows
+            if chunk.causal_mask is None:  # a fresh prompt: its context is this step's k, v
+                keys, values = k[rows], v[rows]
+            else:
+                keys = _gather_context(key_blocks, chunk)
+                values = _gather_context(value_blocks, chunk)
+            out[rows] = _chunk_attention(q[rows], keys, values, chunk.causal_mask, scale)
         return out
 
 
@@ -170,24 +174,27 @@ def _decode_attention(
     return (probs @ values).view(num_requests, num_kv_heads * group, head_dim)
 
 
+def _gather_context(blocks: torch.Tensor, chunk: PromptChunk) -> torch.Tensor:
+    """[context_len, kv_heads, dim]: the chunk's context, read from the cache."""
+    context = blocks.index_select(0, chunk.block_ids).flatten(0, 1)
+    return context[: chunk.context_len]
+
+
 def _chunk_attention(
     q: torch.Tensor,
-    key_blocks: torch.Tensor,
-    value_blocks: torch.Tensor,
-    chunk: PromptChunk,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    causal_mask: torch.Tensor | None,
     scale: float,
 ) -> torch.Tensor:
-    """q: [query_len, heads, dim] of one request. Returns the same shape."""
-    num_kv_heads, head_dim = key_blocks.shape[2], key_blocks.shape[3]
-    keys = key_blocks.index_select(0, chunk.block_ids).view(-1, num_kv_heads, head_dim)
-    values = value_blocks.index_select(0, chunk.block_ids).view(-1, num_kv_heads, head_dim)
-    keys, values = keys[: chunk.context_len], values[: chunk.context_len]
+    """q: [query_len, heads, dim] of one request; keys, values: [context_len, kv_heads, dim].
+    Returns [query_len, heads, dim]."""
     out = F.scaled_dot_product_attention(
         q.transpose(0, 1).unsqueeze(0),
         keys.transpose(0, 1).unsqueeze(0),
         values.transpose(0, 1).unsqueeze(0),
-        attn_mask=chunk.causal_mask,
-        is_causal=chunk.causal_mask is None,
+        attn_mask=causal_mask,
+        is_causal=causal_mask is None,
         scale=scale,
         enable_gqa=True,
     )  # [1, heads, query_len, dim]
