@@ -1,0 +1,156 @@
+"""Warm-up, as TGI's: before the KV cache is sized, run the largest step the scheduler may
+plan (a prefill of `--max-batch-prefill-tokens` tokens) once, measure the memory its
+activations took, and give the KV cache what is left. The run also pays the first-call costs
+(kernel selection, allocator growth) before the first request arrives."""
+
+import contextlib
+import os
+import resource
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sluice.errors import SluiceError
+from sluice.model.attention.backend import AttentionBackend
+from sluice.model.kv_cache import KVCacheSpec
+from sluice.model.runner import ModelRunner
+from sluice.model.step import ScheduledRequest, StepPlan
+from sluice.sampling_params import SamplingParams
+
+CPU_KV_CACHE_MEMORY_FRACTION = 0.2
+"""Of the memory available once the model is loaded and warmed up: a CPU server shares its
+machine (a laptop, the API process), so it takes a modest share."""
+CPU_KV_CACHE_MAX_BYTES = 2 << 30
+CUDA_MEMORY_FRACTION = 0.9
+"""Of the whole GPU; the rest stays free for other processes and fragmentation."""
+
+
+@dataclass(frozen=True, slots=True)
+class Warmup:
+    num_tokens: int
+    activation_bytes: int
+    """Peak memory the step needed beyond the model and its small warm-up cache."""
+    duration_s: float
+
+
+def warm_up(
+    model: nn.Module,
+    backend: AttentionBackend,
+    spec: KVCacheSpec,
+    device: torch.device,
+    *,
+    num_tokens: int,
+    max_positions: int,
+    block_size: int,
+) -> Warmup:
+    """Run one prefill step of `num_tokens` tokens, split into prompts no longer than the
+    model's context, over a cache just big enough for it."""
+    prompts = [
+        min(max_positions, num_tokens - start) for start in range(0, num_tokens, max_positions)
+    ]
+    blocks_per_prompt = [-(-length // block_size) for length in prompts]
+    caches = spec.allocate(sum(blocks_per_prompt), block_size, device)
+    runner = ModelRunner(model, backend, caches, block_size, device)
+    greedy = SamplingParams(max_new_tokens=1)
+    vocab_size = model.config.vocab_size
+    requests, first_block = [], 0
+    for index, (length, num_blocks) in enumerate(zip(prompts, blocks_per_prompt, strict=True)):
+        requests.append(
+            ScheduledRequest(
+                request_id=f"warmup-{index}",
+                token_ids=tuple(position % vocab_size for position in range(length)),
+                num_computed_tokens=0,
+                num_prompt_tokens=length,
+                block_ids=tuple(range(first_block, first_block + num_blocks)),
+                sampling=greedy,
+            )
+        )
+        first_block += num_blocks
+    started = time.perf_counter()
+    try:
+        with _peak_memory_growth(device) as growth:
+            runner.execute(StepPlan(tuple(requests)))
+    except torch.OutOfMemoryError as error:
+        raise SluiceError(
+            f"Not enough memory to handle {num_tokens} prefill tokens. "
+            "You need to decrease `--max-batch-prefill-tokens`"
+        ) from error
+    del runner, caches
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return Warmup(num_tokens, growth.bytes, time.perf_counter() - started)
+
+
+def kv_capacity_tokens(spec: KVCacheSpec, device: torch.device, warmup: Warmup) -> int:
+    """KV tokens that fit in the memory left once the model is loaded, keeping room for the
+    activations of the largest step."""
+    if device.type == "cuda":
+        free_bytes, total_bytes = torch.cuda.mem_get_info(device)
+        budget = free_bytes - int((1 - CUDA_MEMORY_FRACTION) * total_bytes)
+    else:
+        budget = min(
+            int(_available_memory_bytes() * CPU_KV_CACHE_MEMORY_FRACTION), CPU_KV_CACHE_MAX_BYTES
+        )
+    return max(0, budget - warmup.activation_bytes) // spec.bytes_per_token
+
+
+@dataclass(slots=True)
+class _Growth:
+    bytes: int = 0
+
+
+@contextlib.contextmanager
+def _peak_memory_growth(device: torch.device) -> Iterator[_Growth]:
+    """How far this process's memory peaked above where it stood on entry."""
+    growth = _Growth()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        yield growth
+        growth.bytes = torch.cuda.max_memory_allocated(device) - before
+        return
+    resettable = _reset_peak_rss()
+    before = _rss_bytes() if resettable else _peak_rss_bytes()
+    yield growth
+    growth.bytes = max(0, _peak_rss_bytes() - before)
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's high-water mark of this process's memory (Linux 4.0+)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _rss_bytes() -> int:
+    return _status_kilobytes("VmRSS") * 1024
+
+
+def _peak_rss_bytes() -> int:
+    try:
+        return _status_kilobytes("VmHWM") * 1024
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _status_kilobytes(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def _available_memory_bytes() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")

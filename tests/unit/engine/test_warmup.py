@@ -1,0 +1,76 @@
+"""Warm-up on a tiny random Llama: the prefill runs (split at the model's context length), its
+activation memory is measured, and the KV budget leaves room for it."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from sluice.distributed.parallel_context import SINGLE_DEVICE
+from sluice.engine import warmup
+from sluice.engine.warmup import Warmup, kv_capacity_tokens, warm_up
+from sluice.model.attention.paged import PagedAttentionBackend
+from sluice.model.kv_cache import KVCacheSpec
+from sluice.model.loader import load_model, read_hf_config
+
+CPU = torch.device("cpu")
+SPEC = KVCacheSpec(num_layers=2, num_kv_heads=2, head_dim=16, dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> torch.nn.Module:
+    path: Path = tmp_path_factory.mktemp("tiny-llama")
+    config = LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=256,
+        max_position_embeddings=300,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(path)
+    backend = PagedAttentionBackend()
+    return load_model(
+        path,
+        read_hf_config(path),
+        dtype=torch.float32,
+        device=CPU,
+        parallel=SINGLE_DEVICE,
+        backend=backend,
+    )
+
+
+def test_warm_up_runs_a_prefill_longer_than_the_context_and_measures_it(
+    tiny_model: torch.nn.Module,
+) -> None:
+    result = warm_up(
+        tiny_model,
+        PagedAttentionBackend(),
+        SPEC,
+        CPU,
+        num_tokens=1000,  # four prompts: 300 + 300 + 300 + 100 positions
+        max_positions=300,
+        block_size=16,
+    )
+
+    assert result.num_tokens == 1000
+    assert result.activation_bytes >= 0
+    assert result.duration_s > 0
+
+
+def test_kv_capacity_leaves_room_for_the_warm_up_activations(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(warmup, "_available_memory_bytes", lambda: 10 * 2**20 * 5)  # 50 MiB
+    quiet = Warmup(num_tokens=64, activation_bytes=0, duration_s=0.1)
+    heavy = Warmup(num_tokens=64, activation_bytes=4 * 2**20, duration_s=0.1)
+
+    tokens = kv_capacity_tokens(SPEC, CPU, quiet)
+
+    assert tokens == (10 * 2**20) // SPEC.bytes_per_token  # 20% of what is available
+    assert kv_capacity_tokens(SPEC, CPU, heavy) == (6 * 2**20) // SPEC.bytes_per_token
+    huge = Warmup(num_tokens=64, activation_bytes=2**40, duration_s=0.1)
+    assert kv_capacity_tokens(SPEC, CPU, huge) == 0
