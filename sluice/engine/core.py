@@ -148,4 +148,6 @@ class EngineCore:
             block_size=kv_cache.block_size,
             num_failed_requests=num_failed,
             num_preemptions=self.scheduler.num_preemptions,
+            prefix_cache_queried_tokens=kv_cache.stats.queried_tokens,
+            prefix_cache_hit_tokens=kv_cache.stats.hit_tokens,
         )

@@ -86,21 +86,30 @@ def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineC
         block_size=BLOCK_SIZE,
     )
     kv_caches = spec.allocate(num_blocks, BLOCK_SIZE, device)
+    prefix_caching = prefix_caching_enabled(os.environ.get("PREFIX_CACHING"))
     logger.info(
-        "KV cache: %d blocks of %d tokens (%.0f MB); max_input_tokens=%d max_total_tokens=%d",
+        "KV cache: %d blocks of %d tokens (%.0f MB), prefix caching %s; "
+        "max_input_tokens=%d max_total_tokens=%d",
         num_blocks,
         BLOCK_SIZE,
         num_blocks * BLOCK_SIZE * spec.bytes_per_token / 1e6,
+        "on" if prefix_caching else "off",
         limits.max_input_tokens,
         limits.max_total_tokens,
     )
     runner = ModelRunner(model, backend, kv_caches, BLOCK_SIZE, device)
     scheduler = Scheduler(
         SchedulerLimits(max_step_tokens=limits.max_batch_prefill_tokens),
-        KVCacheManager(num_blocks, BLOCK_SIZE),
+        KVCacheManager(num_blocks, BLOCK_SIZE, prefix_caching=prefix_caching),
     )
     ready = EngineReady(limits=limits, dtype=str(dtype).removeprefix("torch."), device=device.type)
     return EngineCore(scheduler, runner, channel, _grammar_matchers(launch, hf_config)), ready
+
+
+def prefix_caching_enabled(value: str | None) -> bool:
+    """TGI's `PREFIX_CACHING` environment variable: "0" or "false" turns prefix caching off;
+    it is on otherwise, as in TGI."""
+    return (value or "").strip().lower() not in ("0", "false")
 
 
 def _grammar_matchers(launch: EngineLaunch, hf_config: PretrainedConfig) -> GrammarMatchers | None:

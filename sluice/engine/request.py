@@ -1,12 +1,14 @@
 """A request's state inside the engine, and the state machine it moves through.
 
 WAITING (queued, or preempted and queued again) -> RUNNING (scheduled each step until done)
--> FINISHED. A preempted request loses its KV blocks and recomputes prompt + output later."""
+-> FINISHED. A preempted request loses its KV blocks and recomputes prompt + output later,
+except for what the prefix cache still holds."""
 
 import enum
 import time
 from dataclasses import dataclass, field
 
+from sluice.engine.kv_cache.prefix_cache import BlockHash
 from sluice.ipc.messages import FinishReason
 from sluice.sampling_params import SamplingParams
 
@@ -30,6 +32,11 @@ class Request:
     num_computed_tokens: int = 0
     """Tokens whose K/V are in the cache; catches up with `num_tokens` step by step."""
     block_ids: list[int] = field(default_factory=list)
+    block_hashes: list[BlockHash] = field(default_factory=list)
+    """Chained hashes of the first full blocks of its known tokens, computed as needed. Known
+    tokens never change, so they stay valid across preemption."""
+    num_cached_blocks: int = 0
+    """Leading entries of `block_ids` already offered to the prefix cache."""
     status: RequestStatus = RequestStatus.WAITING
     finish_reason: FinishReason | None = None
     num_preemptions: int = 0
@@ -41,6 +48,18 @@ class Request:
     @property
     def num_uncomputed_tokens(self) -> int:
         return self.num_tokens - self.num_computed_tokens
+
+    @property
+    def wants_prompt_logprobs(self) -> bool:
+        """Prompt logprobs are wanted until they are handed over with the first token."""
+        return self.sampling.prompt_logprobs and not self.output_token_ids
+
+    @property
+    def computes_every_position(self) -> bool:
+        """The runner must compute every position from 0, so no cached prefix may be skipped:
+        a penalty counts every token of the sequence, prompt logprobs need every prompt
+        position's logits."""
+        return self.sampling.has_penalty or self.wants_prompt_logprobs
 
     def token_ids_from(self, start: int, count: int) -> tuple[int, ...]:
         """`count` known tokens starting at position `start` (prompt, then output)."""

@@ -4,8 +4,9 @@ There are no prefill and decode phases: each request's computed tokens catch up 
 tokens (prompt + output) within a per-step token budget, so a prompt longer than the budget is
 prefilled in chunks across steps while running requests keep decoding. Running requests go
 first, oldest first; waiting requests are admitted in arrival order while budget and KV blocks
-last. When blocks run out, the most recently admitted request is preempted: its blocks are
-freed and it recomputes later. Knows nothing about tensors; talks to the cache only through
+last; an admitted request starts after its longest cached prefix, whose tokens cost no budget.
+When blocks run out, the most recently admitted request is preempted: its blocks are freed and
+it recomputes later. Knows nothing about tensors; talks to the cache only through
 KVCacheManager."""
 
 import time
@@ -71,6 +72,7 @@ class Scheduler:
             request = self._requests.get(scheduled.request_id)
             if request is not None:
                 request.num_computed_tokens += len(scheduled.token_ids)
+                self.kv_cache.cache_blocks(request)
         outputs: list[RequestOutput] = []
         for sampled in output.sampled:
             request = self._requests.get(sampled.request_id)
@@ -110,8 +112,9 @@ class Scheduler:
     ) -> None:
         while self.waiting and budget > 0:
             request = self.waiting[0]
-            count = min(request.num_uncomputed_tokens, budget)
-            if not self.kv_cache.allocate_slots(request, count):
+            prefix = self.kv_cache.match_prefix(request)
+            count = min(request.num_tokens - prefix.num_tokens, budget)
+            if not self.kv_cache.allocate_slots(request, count, prefix):
                 return
             self.waiting.popleft()
             request.status = RequestStatus.RUNNING
@@ -162,7 +165,7 @@ class Scheduler:
             block_ids=tuple(request.block_ids),
             sampling=request.sampling if samples else None,
             counts_tokens=request.sampling.has_penalty,
-            wants_prompt_logprobs=request.sampling.prompt_logprobs and not request.output_token_ids,
+            wants_prompt_logprobs=request.wants_prompt_logprobs,
         )
 
 

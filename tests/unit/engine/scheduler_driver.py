@@ -2,6 +2,7 @@
 tensors. `check_plan` and `check_invariants` state what must hold after every step."""
 
 import itertools
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 
@@ -20,10 +21,17 @@ LOGPROB = -0.5
 
 
 def make_scheduler(
-    *, num_blocks: int = 8, block_size: int = 4, max_step_tokens: int = 16
+    *,
+    num_blocks: int = 8,
+    block_size: int = 4,
+    max_step_tokens: int = 16,
+    prefix_caching: bool = False,
 ) -> Scheduler:
+    """Prefix caching is off unless asked for: the prompts of `make_request` all share their
+    first tokens, and most tests are about scheduling without reuse."""
     return Scheduler(
-        SchedulerLimits(max_step_tokens=max_step_tokens), KVCacheManager(num_blocks, block_size)
+        SchedulerLimits(max_step_tokens=max_step_tokens),
+        KVCacheManager(num_blocks, block_size, prefix_caching=prefix_caching),
     )
 
 
@@ -34,12 +42,14 @@ def make_request(
     max_new_tokens: int = 4,
     stop_token_ids: tuple[int, ...] = (),
     ignore_eos: bool = False,
+    first_token: int = 1000,
 ) -> Request:
-    """A greedy request whose prompt tokens are 1000, 1001, ... (never a stop token)."""
+    """A greedy request whose prompt tokens are `first_token`, `first_token` + 1, ... (never a
+    stop token)."""
     sampling = SamplingParams(
         max_new_tokens=max_new_tokens, stop_token_ids=stop_token_ids, ignore_eos=ignore_eos
     )
-    return Request(request_id, list(range(1000, 1000 + prompt_len)), sampling)
+    return Request(request_id, list(range(first_token, first_token + prompt_len)), sampling)
 
 
 class FakeRunner:
@@ -113,22 +123,30 @@ def check_plan(scheduler: Scheduler, plan: StepPlan) -> None:
 
 
 def check_invariants(scheduler: Scheduler) -> None:
-    """Every block is either free or held by exactly one live request, once."""
-    pool = scheduler.kv_cache.pool
+    """Each block is free or held: its ref count is the number of live requests holding it, a
+    request holds a block at most once, and only full, computed blocks are shared or cached."""
+    kv_cache = scheduler.kv_cache
+    pool, block_size = kv_cache.pool, kv_cache.block_size
     live = list(scheduler.running) + list(scheduler.waiting)
     assert len({r.request_id for r in live}) == len(live)
-    held = [block for r in live for block in r.block_ids]
-    assert len(held) == len(set(held)), "a block is held twice"
-    assert len(held) + pool.num_free_blocks == pool.num_blocks
-    held_set = set(held)
+    holders = Counter(block for r in live for block in r.block_ids)
+    for request in live:
+        assert len(set(request.block_ids)) == len(request.block_ids), "a block is held twice"
+    assert len(holders) + pool.num_free_blocks == pool.num_blocks
     for block in range(pool.num_blocks):
-        assert pool.ref_count(block) == (1 if block in held_set else 0)
+        assert pool.ref_count(block) == holders[block]
     for request in scheduler.waiting:
         assert request.status is RequestStatus.WAITING
         assert request.block_ids == []
         assert request.num_computed_tokens == 0
     for request in scheduler.running:
         assert request.status is RequestStatus.RUNNING
-        assert len(request.block_ids) * scheduler.kv_cache.block_size >= (
-            request.num_computed_tokens
-        )
+        assert len(request.block_ids) * block_size >= request.num_computed_tokens
+        assert request.num_cached_blocks <= request.num_computed_tokens // block_size
+        for index, block in enumerate(request.block_ids):
+            if index >= request.num_computed_tokens // block_size:
+                assert holders[block] == 1, "a block still being written is shared"
+                cache = kv_cache.prefix_cache
+                assert cache is None or cache.hash_of(block) is None, "a partial block is cached"
+    if kv_cache.prefix_cache is None:
+        assert all(holders[block] == 1 for block in holders)

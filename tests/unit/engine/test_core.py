@@ -109,6 +109,20 @@ def test_engine_core_reports_preemptions_as_a_running_total() -> None:
     assert totals == [0, 0, 0, 1, 1]  # step 4: a needs a third block, b makes room
 
 
+def test_engine_core_reports_prefix_cache_totals() -> None:
+    scheduler = make_scheduler(num_blocks=8, block_size=4, prefix_caching=True)
+    engine = _engine(FakeRunner(), scheduler)
+    engine.handle(_add("a", 9, max_new_tokens=1))
+    first = engine.step().stats
+    engine.handle(_add("b", 9, max_new_tokens=1))
+
+    second = engine.step().stats
+
+    assert (first.prefix_cache_queried_tokens, first.prefix_cache_hit_tokens) == (9, 0)
+    assert (second.prefix_cache_queried_tokens, second.prefix_cache_hit_tokens) == (18, 8)
+    assert second.num_prefill_tokens == 1  # only the uncached prompt token was computed
+
+
 class PoisonedRunner(FakeRunner):
     """Raises whenever a given request is in the plan."""
 

@@ -328,15 +328,24 @@ _ops = st.lists(
     block_size=st.sampled_from([1, 2, 4, 8]),
     extra_blocks=st.integers(0, 3),
     max_step_tokens=st.integers(1, 24),
+    prefix_caching=st.booleans(),
     ops=_ops,
 )
 def test_scheduler_random_add_abort_step_keep_block_invariants(
-    block_size: int, extra_blocks: int, max_step_tokens: int, ops: list[tuple[str, int, int, bool]]
+    block_size: int,
+    extra_blocks: int,
+    max_step_tokens: int,
+    prefix_caching: bool,
+    ops: list[tuple[str, int, int, bool]],
 ) -> None:
     # The cache always holds the longest single request, so every request can finish.
+    # The prompts share their first tokens, so with prefix caching requests share blocks.
     num_blocks = -(-(_MAX_PROMPT + _MAX_NEW) // block_size) + extra_blocks
     scheduler = make_scheduler(
-        num_blocks=num_blocks, block_size=block_size, max_step_tokens=max_step_tokens
+        num_blocks=num_blocks,
+        block_size=block_size,
+        max_step_tokens=max_step_tokens,
+        prefix_caching=prefix_caching,
     )
     added: list[Request] = []
     aborted: set[str] = set()
@@ -373,6 +382,7 @@ def test_scheduler_random_add_abort_step_keep_block_invariants(
     assert not scheduler.has_work
 
     event(f"preempted: {scheduler.num_preemptions > 0}")
+    event(f"prefix hits: {scheduler.kv_cache.stats.hit_tokens > 0}")
     assert scheduler.kv_cache.num_free_blocks == num_blocks
     for request in added:
         assert request.status is RequestStatus.FINISHED

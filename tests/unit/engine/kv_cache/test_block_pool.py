@@ -1,5 +1,5 @@
-"""BlockPool: ref counts, no double free, reuse in the order blocks were freed; a property test
-against a plain model of the pool."""
+"""BlockPool: ref counts, no double free, reuse in the order blocks were freed, holding free
+blocks again; a property test against a plain model of the pool."""
 
 from collections import deque
 
@@ -67,10 +67,25 @@ def test_block_pool_hands_out_never_used_blocks_before_freed_ones() -> None:
     assert pool.take(4) == [2, 3, 0, 1]
 
 
+def test_block_pool_hold_takes_a_free_block_out_of_the_queue() -> None:
+    pool = BlockPool(4)
+    pool.take(4)
+    pool.release([0, 1, 2])
+
+    pool.hold([1, 3])  # 1 was free, 3 was held
+
+    assert (pool.ref_count(1), pool.ref_count(3)) == (1, 2)
+    assert pool.num_free_blocks == 2
+    assert pool.take(2) == [0, 2]
+    pool.release([3, 3, 1])
+    assert pool.take(2) == [3, 1]
+
+
 _ops = st.lists(
     st.one_of(
         st.tuples(st.just("take"), st.integers(0, 10)),
         st.tuples(st.just("release"), st.integers(0, 10)),
+        st.tuples(st.just("hold"), st.integers(0, 3)),
     ),
     max_size=60,
 )
@@ -94,18 +109,27 @@ def test_block_pool_random_take_release_matches_model(
                 blocks = pool.take(count)
                 assert blocks == [model_free.popleft() for _ in range(count)]
                 held.extend(blocks)
+        elif op == "hold":
+            chosen = data.draw(st.lists(st.integers(0, num_blocks - 1), max_size=count))
+            pool.hold(chosen)
+            for block in chosen:
+                if block in model_free:
+                    model_free.remove(block)
+                held.append(block)
         elif held:
             chosen = data.draw(st.permutations(held))[:count]
             pool.release(chosen)
             for block in chosen:
                 held.remove(block)
-                model_free.append(block)
+                if block not in held:
+                    model_free.append(block)
         assert pool.num_free_blocks == len(model_free)
-        assert len(held) == len(set(held))
-        assert len(held) + pool.num_free_blocks == num_blocks
+        assert len(set(held)) + pool.num_free_blocks == num_blocks
         for block in range(num_blocks):
-            assert pool.ref_count(block) == (1 if block in held else 0)
+            assert pool.ref_count(block) == held.count(block)
 
     pool.release(held)
-    model_free.extend(held)
+    for index, block in enumerate(held):
+        if block not in held[index + 1 :]:  # its last holder lets go: it joins the queue
+            model_free.append(block)
     assert pool.take(num_blocks) == list(model_free)
