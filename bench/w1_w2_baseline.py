@@ -23,7 +23,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.generation.streamers import BaseStreamer
 
-from sluice.bench.client import run_concurrently
+from sluice.bench.client import RunTimings, run_closed_loop
 from sluice.bench.stats import SingleStreamRun, Spread, ThroughputRun
 from sluice.bench.workloads import Workload, load_workload
 from sluice.weights import resolve_model
@@ -35,9 +35,7 @@ W2_BASELINE_BATCH = 64
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument(
-        "--workloads", type=Path, default=ROOT.parent / "shared/bench/workloads.json"
-    )
+    parser.add_argument("--workloads", type=Path, help="default: the copy inside sluice.bench")
     parser.add_argument("--output", type=Path, default=ROOT / "bench/results")
     parser.add_argument("--render-only", action="store_true", help="re-render the saved JSON")
     args = parser.parse_args()
@@ -73,18 +71,26 @@ def measure_sluice(
     server = subprocess.Popen([*command, str(port)], stderr=subprocess.DEVNULL)
     try:
         _wait_ready(url)
-        asyncio.run(run_concurrently(url, list(w1.prompts), 8))  # warm-up
+        _send(url, w1.limited(None, 8), 1)  # warm-up
         single, throughput = [], []
         for _ in range(runs):
-            _, (timing,) = asyncio.run(run_concurrently(url, list(w1.prompts), w1.max_new_tokens))
-            single.append(SingleStreamRun.of(timing))
-            wall, timings = asyncio.run(run_concurrently(url, list(w2.prompts), w2.max_new_tokens))
-            throughput.append(ThroughputRun.of(wall, timings))
+            single.append(SingleStreamRun.of(_send(url, w1, 1)))
+            throughput.append(ThroughputRun.of(_send(url, w2, len(w2.prompts))))
             print(f"sluice: {single[-1]}\n        {throughput[-1]}", flush=True)
         return single, throughput
     finally:
         server.terminate()
         server.wait(timeout=60)
+
+
+def _send(url: str, workload: Workload, concurrency: int) -> RunTimings:
+    async def send() -> RunTimings:
+        limits = httpx.Limits(max_connections=concurrency + 1)
+        async with httpx.AsyncClient(timeout=None, limits=limits) as client:
+            prompts, max_new_tokens = workload.prompts, workload.max_new_tokens
+            return await run_closed_loop(client, url, prompts, max_new_tokens, concurrency)
+
+    return asyncio.run(send())
 
 
 class _TokenClock(BaseStreamer):
@@ -144,7 +150,20 @@ def _single_from_clock(started: float, times: list[float]) -> SingleStreamRun:
 def _static_batch_run(wall: float, num_tokens: int) -> ThroughputRun:
     """A static batch finishes all requests together: latency = wall time; no per-token clock."""
     nan = float("nan")
-    return ThroughputRun(wall, num_tokens / wall, num_tokens, wall, wall, nan, nan, nan, nan)
+    return ThroughputRun(
+        wall_s=wall,
+        output_tokens_per_s=num_tokens / wall,
+        num_tokens=num_tokens,
+        latency_p50_s=wall,
+        latency_p90_s=wall,
+        latency_p99_s=wall,
+        ttft_p50_s=nan,
+        ttft_p90_s=nan,
+        ttft_p99_s=nan,
+        itl_p50_s=nan,
+        itl_p90_s=nan,
+        itl_p99_s=nan,
+    )
 
 
 def render_table(results: dict[str, Any]) -> str:

@@ -1,5 +1,5 @@
 """`sluice serve`, `sluice download`: TGI's launcher flags (with TGI's environment variables as
-fallbacks) parsed into one SluiceConfig."""
+fallbacks) parsed into one SluiceConfig. `sluice bench`: the load generator's own flags."""
 
 import argparse
 import ipaddress
@@ -8,8 +8,10 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
+from sluice.bench.workloads import DEFAULT_CONCURRENCY, WORKLOAD_CHOICES
 from sluice.config import (
     DEFAULT_MODEL_ID,
     DTYPES,
@@ -220,10 +222,13 @@ SWITCH_VALUES = {"true": True, "1": True, "false": False, "0": False}
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
-    configure_logging("server")
+    if args.command != "bench":  # bench reports on stdout; per-request httpx logs are noise
+        configure_logging("server")
     try:
         if args.command == "download":
             return _download(args)
+        if args.command == "bench":
+            return _bench(args)
         return _serve(args)
     except (ConfigError, ModelLoadError) as error:
         print(f"sluice: error: {error}", file=sys.stderr)
@@ -242,7 +247,56 @@ def _build_parser() -> argparse.ArgumentParser:
             _add_flag(command, flag)
     for flag in SERVE_FLAGS:
         _add_flag(serve, flag)
+    _add_bench_flags(commands.add_parser("bench", help="measure any TGI-compatible server"))
     return parser
+
+
+def _add_bench_flags(parser: argparse.ArgumentParser) -> None:
+    """The load generator's flags: not TGI's, so no environment fallbacks."""
+    parser.add_argument(
+        "--url", default="http://127.0.0.1:3000", help="server to measure (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--workload",
+        required=True,
+        choices=WORKLOAD_CHOICES,
+        help="w1: one stream; w2: 64 prompts at once; w3: copy-heavy, one stream; "
+        "sweep: W2's prompts at each --concurrency (shared/bench/WORKLOADS.md)",
+    )
+    parser.add_argument(
+        "--runs", type=_positive_int, default=3, help="runs per workload (default: 3)"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=_concurrency_levels,
+        help="requests in flight at each sweep step, comma-separated "
+        f"(default: {','.join(map(str, DEFAULT_CONCURRENCY))})",
+    )
+    parser.add_argument(
+        "--max-new-tokens", type=_positive_int, help="tokens per request (default: 128)"
+    )
+    parser.add_argument("--num-prompts", type=_positive_int, help="use only the first N prompts")
+    parser.add_argument("--output", type=Path, help="directory for the JSON results and PNGs")
+    parser.add_argument(
+        "--no-ignore-eos",
+        dest="ignore_eos",
+        action="store_false",
+        help="let requests stop at EOS (by default they ask to ignore it, a sluice extension)",
+    )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _concurrency_levels(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(_positive_int(item) for item in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 1,4,16, got {text!r}") from None
 
 
 def _add_flag(parser: argparse.ArgumentParser, flag: Flag) -> None:
@@ -326,6 +380,24 @@ def _serve(args: argparse.Namespace) -> int:
     config = build_config(args)
     configure_logging("server", json_output=config.server.json_output)
     return serve(config)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from sluice.bench.command import BenchOptions, run_bench
+
+    if args.concurrency is not None and args.workload != "sweep":
+        raise ConfigError("`--concurrency` applies to `--workload sweep` only")
+    options = BenchOptions(
+        url=args.url.rstrip("/"),
+        workload=args.workload,
+        runs=args.runs,
+        concurrency_levels=args.concurrency or DEFAULT_CONCURRENCY,
+        max_new_tokens=args.max_new_tokens,
+        num_prompts=args.num_prompts,
+        output=args.output,
+        ignore_eos=args.ignore_eos,
+    )
+    return run_bench(options)
 
 
 def _download(args: argparse.Namespace) -> int:

@@ -1,8 +1,11 @@
-"""Sends generation requests over /generate_stream and times every token as it arrives."""
+"""Sends generation requests over /generate_stream and times every token as it arrives.
+A request that fails (HTTP error status, SSE error event, dropped connection, stream cut short)
+comes back as a RequestTiming with `error` set, so callers count it instead of losing it."""
 
 import asyncio
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -34,37 +37,102 @@ class RequestTiming:
         return [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
 
 
+@dataclass(frozen=True, slots=True)
+class RunTimings:
+    """One pass over a workload's prompts: its wall time and every request's timing."""
+
+    wall_s: float
+    timings: tuple[RequestTiming, ...]
+
+    @property
+    def completed(self) -> list[RequestTiming]:
+        return [timing for timing in self.timings if timing.error is None]
+
+    @property
+    def errors(self) -> list[str]:
+        return [timing.error for timing in self.timings if timing.error is not None]
+
+
 async def stream_request(
     client: httpx.AsyncClient, url: str, prompt: str, max_new_tokens: int, ignore_eos: bool
 ) -> RequestTiming:
+    """One request over /generate_stream, timing each token's arrival."""
     parameters: dict[str, object] = {"max_new_tokens": max_new_tokens, "details": True}
     if ignore_eos:
         parameters["ignore_eos"] = True  # a sluice extension; TGI ignores unknown fields
     body = {"inputs": prompt, "parameters": parameters}
     token_times: list[float] = []
-    text = ""
+    text: str | None = None
     sent_at = time.perf_counter()
-    async with client.stream("POST", f"{url}/generate_stream", json=body) as response:
-        async for line in response.aiter_lines():
-            if not line.startswith("data:"):
-                continue
-            event = json.loads(line.removeprefix("data:"))
-            if "error" in event:
-                return RequestTiming(sent_at, tuple(token_times), text, error=str(event["error"]))
-            token_times.append(time.perf_counter())
-            if event.get("generated_text") is not None:
-                text = event["generated_text"]
+
+    def failed(error: str) -> RequestTiming:
+        return RequestTiming(sent_at, tuple(token_times), text or "", error=error)
+
+    try:
+        async with client.stream("POST", f"{url}/generate_stream", json=body) as response:
+            if response.status_code != 200:
+                await response.aread()
+                return failed(f"HTTP {response.status_code}: {_error_message(response.text)}")
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                event = json.loads(line.removeprefix("data:"))
+                if "error" in event:
+                    return failed(f"stream error: {event['error']}")
+                token_times.append(time.perf_counter())
+                if event.get("generated_text") is not None:
+                    text = event["generated_text"]
+    except httpx.HTTPError as error:
+        return failed(f"{type(error).__name__}: {error}")
+    except json.JSONDecodeError as error:
+        return failed(f"malformed event: {error}")
+    if text is None:
+        return failed("stream ended before its final event")
     return RequestTiming(sent_at, tuple(token_times), text)
 
 
-async def run_concurrently(
-    url: str, prompts: list[str], max_new_tokens: int, *, ignore_eos: bool = True
-) -> tuple[float, list[RequestTiming]]:
-    """Send every prompt at once; returns the wall time and each request's timing."""
-    limits = httpx.Limits(max_connections=len(prompts) + 1)
-    async with httpx.AsyncClient(timeout=None, limits=limits) as client:
-        started = time.perf_counter()
-        timings = await asyncio.gather(
-            *(stream_request(client, url, p, max_new_tokens, ignore_eos) for p in prompts)
-        )
-        return time.perf_counter() - started, list(timings)
+def _error_message(body: str) -> str:
+    """TGI's error bodies are `{"error": ..., "error_type": ...}`; anything else as sent."""
+    try:
+        return str(json.loads(body)["error"])
+    except (ValueError, KeyError, TypeError):
+        return body.strip()[:200]
+
+
+async def run_closed_loop(
+    client: httpx.AsyncClient,
+    url: str,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    concurrency: int,
+    *,
+    ignore_eos: bool = True,
+    on_done: Callable[[RequestTiming], None] = lambda timing: None,
+) -> RunTimings:
+    """Send every prompt once, keeping `concurrency` requests in flight: each finished request
+    is replaced by the next prompt. Concurrency 1 is one request at a time; len(prompts) is
+    everything at t=0. Timings come back in prompt order."""
+    timings: list[RequestTiming | None] = [None] * len(prompts)
+    next_indices = iter(range(len(prompts)))
+
+    async def worker() -> None:
+        for index in next_indices:  # shared: each index goes to exactly one worker
+            timing = await stream_request(client, url, prompts[index], max_new_tokens, ignore_eos)
+            timings[index] = timing
+            on_done(timing)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(prompts)))))
+    wall_s = time.perf_counter() - started
+    return RunTimings(wall_s, tuple(t for t in timings if t is not None))
+
+
+async def fetch_server_info(client: httpx.AsyncClient, url: str) -> dict[str, object] | None:
+    """The server's `/info` (model id, dtype, version...) to record beside the figures; None if
+    it has none to give."""
+    try:
+        response = await client.get(f"{url}/info")
+        info = response.json() if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
