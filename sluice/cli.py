@@ -158,6 +158,27 @@ SERVE_FLAGS = (
         "KV cache capacity in tokens (default: derived from memory)",
         int,
     ),
+    Flag(
+        "--max-prompt-tokens-while-decoding",
+        "MAX_PROMPT_TOKENS_WHILE_DECODING",
+        "scheduler.max_prompt_tokens_while_decoding",
+        "prompt tokens a step adds beside running decodes (default: 128 on CPU, 1024 on GPU)",
+        int,
+    ),
+    Flag(
+        "--waiting-served-ratio",
+        "WAITING_SERVED_RATIO",
+        "scheduler.waiting_served_ratio",
+        "TGI's; ignored, as TGI ignores it with chunked prefill (default: 0.3)",
+        float,
+    ),
+    Flag(
+        "--max-waiting-tokens",
+        "MAX_WAITING_TOKENS",
+        "scheduler.max_waiting_tokens",
+        "TGI's; ignored, as TGI ignores it with chunked prefill (default: 20)",
+        int,
+    ),
     Flag("--max-best-of", "MAX_BEST_OF", "api.max_best_of", "largest best_of (default: 2)", int),
     Flag(
         "--max-stop-sequences",

@@ -41,6 +41,13 @@ class SchedulerConfig:
     """Tokens computed in one step, decodes and prompt chunks together."""
     max_batch_total_tokens: int | None = None
     """KV cache capacity in tokens; None derives it from the memory there is."""
+    max_prompt_tokens_while_decoding: int | None = None
+    """Prompt tokens a step computes beside running decodes; None picks the device's default.
+    Small on a CPU, where a step's time grows with its tokens and every stream waits for it."""
+    waiting_served_ratio: float = 0.3
+    """TGI's; like TGI with chunked prefill (always on in sluice), accepted and not used."""
+    max_waiting_tokens: int = 20
+    """TGI's; like TGI with chunked prefill (always on in sluice), accepted and not used."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +135,16 @@ def check_config(config: SluiceConfig) -> None:
     sched = config.scheduler
     _require_positive("--max-concurrent-requests", sched.max_concurrent_requests)
     _require_positive("--max-batch-prefill-tokens", sched.max_batch_prefill_tokens)
+    _require_positive("--max-waiting-tokens", sched.max_waiting_tokens)
+    if sched.waiting_served_ratio < 0:
+        raise ConfigError(
+            f"`--waiting-served-ratio` must be >= 0; got {sched.waiting_served_ratio}"
+        )
     for flag, value in (
         ("--max-input-tokens", sched.max_input_tokens),
         ("--max-total-tokens", sched.max_total_tokens),
         ("--max-batch-total-tokens", sched.max_batch_total_tokens),
+        ("--max-prompt-tokens-while-decoding", sched.max_prompt_tokens_while_decoding),
     ):
         if value is not None:
             _require_positive(flag, value)

@@ -11,12 +11,13 @@ from pathlib import Path
 import torch
 from transformers import PretrainedConfig
 
-from sluice.config import SluiceConfig, derive_limits
+from sluice.config import SchedulerConfig, SluiceConfig, derive_limits
 from sluice.distributed.parallel_context import SINGLE_DEVICE
 from sluice.engine.core import EngineCore
 from sluice.engine.grammar import GrammarMatchers, load_grammar_matchers
 from sluice.engine.kv_cache.manager import KVCacheManager
 from sluice.engine.scheduler import Scheduler, SchedulerLimits
+from sluice.engine.warmup import kv_capacity_tokens, warm_up
 from sluice.errors import SluiceError
 from sluice.ipc.messages import EngineFailed, EngineReady
 from sluice.ipc.transport import EngineChannel, IpcAddresses
@@ -29,9 +30,9 @@ from sluice.model.runner import ModelRunner
 logger = logging.getLogger(__name__)
 
 BLOCK_SIZE = 16
-CPU_KV_CACHE_MAX_BYTES = 2 << 30
-CPU_KV_CACHE_MEMORY_FRACTION = 0.2
-CUDA_KV_CACHE_MEMORY_FRACTION = 0.9
+PROMPT_TOKENS_WHILE_DECODING = {"cpu": 128, "cuda": 1024}
+"""Per device: a CPU step's time grows with every token; a GPU step's barely does until a
+few hundred tokens, so it can take bigger chunks for the same inter-token latency."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +78,17 @@ def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineC
     )
     spec = KVCacheSpec(hf_config.num_hidden_layers, hf_config.num_key_value_heads, head_dim, dtype)
     sched_config = launch.config.scheduler
-    capacity = sched_config.max_batch_total_tokens or _kv_capacity_from_memory(spec, device)
+    _warn_of_ignored_flags(sched_config)
+    warmup = warm_up(
+        model,
+        backend,
+        spec,
+        device,
+        num_tokens=sched_config.max_batch_prefill_tokens,
+        max_positions=hf_config.max_position_embeddings,
+        block_size=BLOCK_SIZE,
+    )
+    capacity = sched_config.max_batch_total_tokens or kv_capacity_tokens(spec, device, warmup)
     num_blocks = capacity // BLOCK_SIZE
     limits = derive_limits(
         sched_config,
@@ -87,6 +98,12 @@ def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineC
     )
     kv_caches = spec.allocate(num_blocks, BLOCK_SIZE, device)
     prefix_caching = prefix_caching_enabled(os.environ.get("PREFIX_CACHING"))
+    logger.info(
+        "warm-up: a %d-token prefill took %.1fs and %.0f MB of activations",
+        warmup.num_tokens,
+        warmup.duration_s,
+        warmup.activation_bytes / 1e6,
+    )
     logger.info(
         "KV cache: %d blocks of %d tokens (%.0f MB), prefix caching %s; "
         "max_input_tokens=%d max_total_tokens=%d",
@@ -99,11 +116,25 @@ def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineC
     )
     runner = ModelRunner(model, backend, kv_caches, BLOCK_SIZE, device)
     scheduler = Scheduler(
-        SchedulerLimits(max_step_tokens=limits.max_batch_prefill_tokens),
+        SchedulerLimits(
+            max_step_tokens=limits.max_batch_prefill_tokens,
+            max_prompt_tokens_while_decoding=sched_config.max_prompt_tokens_while_decoding
+            or PROMPT_TOKENS_WHILE_DECODING[device.type],
+        ),
         KVCacheManager(num_blocks, BLOCK_SIZE, prefix_caching=prefix_caching),
     )
     ready = EngineReady(limits=limits, dtype=str(dtype).removeprefix("torch."), device=device.type)
     return EngineCore(scheduler, runner, channel, _grammar_matchers(launch, hf_config)), ready
+
+
+def _warn_of_ignored_flags(config: SchedulerConfig) -> None:
+    defaults = SchedulerConfig()
+    for flag, value, default in (
+        ("--waiting-served-ratio", config.waiting_served_ratio, defaults.waiting_served_ratio),
+        ("--max-waiting-tokens", config.max_waiting_tokens, defaults.max_waiting_tokens),
+    ):
+        if value != default:
+            logger.warning("%s is ignored: prefill is chunked, as in TGI with chunking", flag)
 
 
 def prefix_caching_enabled(value: str | None) -> bool:
@@ -125,25 +156,3 @@ def _grammar_matchers(launch: EngineLaunch, hf_config: PretrainedConfig) -> Gram
         grammars.start()
         logger.info("grammar matchers ready in %.1fs", time.perf_counter() - started)
     return grammars
-
-
-def _kv_capacity_from_memory(spec: KVCacheSpec, device: torch.device) -> int:
-    """KV tokens that fit in the memory left once the model is loaded."""
-    if device.type == "cuda":
-        free_bytes, _ = torch.cuda.mem_get_info(device)
-        budget = int(free_bytes * CUDA_KV_CACHE_MEMORY_FRACTION)
-    else:
-        budget = min(
-            int(_available_memory_bytes() * CPU_KV_CACHE_MEMORY_FRACTION), CPU_KV_CACHE_MAX_BYTES
-        )
-    return budget // spec.bytes_per_token
-
-
-def _available_memory_bytes() -> int:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")

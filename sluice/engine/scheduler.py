@@ -2,9 +2,13 @@
 
 There are no prefill and decode phases: each request's computed tokens catch up with its known
 tokens (prompt + output) within a per-step token budget, so a prompt longer than the budget is
-prefilled in chunks across steps while running requests keep decoding. Running requests go
-first, oldest first; waiting requests are admitted in arrival order while budget and KV blocks
-last; an admitted request starts after its longest cached prefix, whose tokens cost no budget.
+prefilled in chunks across steps while running requests keep decoding. While any request
+decodes, a step adds only a small chunk of prompt tokens to the decodes, so that running
+streams' inter-token latency stays near a decode step's. Running requests go first, oldest
+first; waiting requests are admitted in arrival order while budget and KV blocks last.
+Blocks are taken a chunk at a time, never for a whole request up front, so a big request at
+the head of the queue waits only for its next chunk's blocks; an admitted request starts
+after its longest cached prefix, whose tokens cost no budget.
 When blocks run out, the most recently admitted request is preempted: its blocks are freed and
 it recomputes later. Knows nothing about tensors; talks to the cache only through
 KVCacheManager."""
@@ -12,7 +16,7 @@ KVCacheManager."""
 import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sluice.engine.kv_cache.manager import KVCacheManager
 from sluice.engine.request import Request, RequestId, RequestStatus
@@ -23,7 +27,23 @@ from sluice.model.step import RunnerOutput, SampledToken, ScheduledRequest, Step
 @dataclass(frozen=True, slots=True)
 class SchedulerLimits:
     max_step_tokens: int
-    """Tokens computed per step, decodes and prompt chunks together."""
+    """Tokens computed per step, decodes and prompt chunks together (TGI's
+    `--max-batch-prefill-tokens`)."""
+    max_prompt_tokens_while_decoding: int
+    """Prompt tokens a step computes beside running decodes: a step's time grows with its
+    tokens, and every decoding stream waits for the whole step."""
+
+
+@dataclass(slots=True)
+class _StepDraft:
+    """The requests chosen so far for the next step, in batch order, and the budget left."""
+
+    budget: int
+    num_new: dict[RequestId, int] = field(default_factory=dict)
+
+    def add(self, request: Request, count: int) -> None:
+        self.num_new[request.request_id] = count
+        self.budget -= count
 
 
 class Scheduler:
@@ -52,15 +72,16 @@ class Scheduler:
                 self._finish(request, reason=None)
 
     def schedule(self) -> StepPlan:
-        budget = self.limits.max_step_tokens
-        scheduled: list[Request] = []
-        num_new: dict[RequestId, int] = {}
+        draft = _StepDraft(budget=self._step_budget())
         preemptions_before = self.num_preemptions
-        budget = self._schedule_running(budget, scheduled, num_new)
+        self._schedule_running(draft)
         if self.num_preemptions == preemptions_before:  # no admissions while memory is short
-            self._schedule_waiting(budget, scheduled, num_new)
+            self._schedule_waiting(draft)
         plan = StepPlan(
-            requests=tuple(self._describe(r, num_new[r.request_id]) for r in scheduled),
+            requests=tuple(
+                self._describe(self._requests[request_id], count)
+                for request_id, count in draft.num_new.items()
+            ),
             finished_request_ids=tuple(self._finished_ids),
         )
         self._finished_ids.clear()
@@ -92,28 +113,30 @@ class Scheduler:
             self._finish(request, reason=None)
         return RequestOutput(request_id, [], [], error=message)
 
-    def _schedule_running(
-        self, budget: int, scheduled: list[Request], num_new: dict[RequestId, int]
-    ) -> int:
+    def _step_budget(self) -> int:
+        num_decoding = sum(1 for r in self.running if r.num_uncomputed_tokens == 1)
+        if num_decoding == 0:
+            return self.limits.max_step_tokens
+        return min(
+            self.limits.max_step_tokens,
+            num_decoding + self.limits.max_prompt_tokens_while_decoding,
+        )
+
+    def _schedule_running(self, draft: _StepDraft) -> None:
         index = 0
-        while index < len(self.running) and budget > 0:
+        while index < len(self.running) and draft.budget > 0:
             request = self.running[index]
-            count = min(request.num_uncomputed_tokens, budget)
+            count = min(request.num_uncomputed_tokens, draft.budget)
             if not self._make_room(request, count):
                 continue  # the request itself was preempted; the list shrank
-            scheduled.append(request)
-            num_new[request.request_id] = count
-            budget -= count
+            draft.add(request, count)
             index += 1
-        return budget
 
-    def _schedule_waiting(
-        self, budget: int, scheduled: list[Request], num_new: dict[RequestId, int]
-    ) -> None:
-        while self.waiting and budget > 0:
+    def _schedule_waiting(self, draft: _StepDraft) -> None:
+        while self.waiting and draft.budget > 0:
             request = self.waiting[0]
             prefix = self.kv_cache.match_prefix(request)
-            count = min(request.num_tokens - prefix.num_tokens, budget)
+            count = min(request.num_tokens - prefix.num_tokens, draft.budget)
             if not self.kv_cache.allocate_slots(request, count, prefix):
                 return
             self.waiting.popleft()
@@ -121,13 +144,12 @@ class Scheduler:
             if request.first_scheduled_time is None:
                 request.first_scheduled_time = time.monotonic()
             self.running.append(request)
-            scheduled.append(request)
-            num_new[request.request_id] = count
-            budget -= count
+            draft.add(request, count)
 
     def _make_room(self, request: Request, count: int) -> bool:
-        """Allocate slots for `request`, preempting the youngest requests while blocks lack.
-        False when `request` itself had to be preempted."""
+        """Allocate slots for `request`, preempting the youngest requests (not yet chosen for
+        this step: running requests are chosen oldest first) while blocks lack. False when
+        `request` itself had to be preempted."""
         while not self.kv_cache.allocate_slots(request, count):
             victim = self.running.pop()
             self._preempt(victim)

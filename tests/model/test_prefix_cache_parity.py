@@ -52,7 +52,7 @@ def _generate(
     """Greedy outputs: the first prompt alone, then the others together. Returns them and
     the tokens the prefix cache supplied."""
     kv_cache = KVCacheManager(96, BLOCK_SIZE, prefix_caching=prefix_caching)
-    scheduler = Scheduler(SchedulerLimits(max_step_tokens=512), kv_cache)
+    scheduler = Scheduler(SchedulerLimits(512, max_prompt_tokens_while_decoding=512), kv_cache)
     name = "on" if prefix_caching else "off"
     requests = [
         Request(f"{name}-{i}", prompt, SamplingParams(max_new_tokens=MAX_NEW_TOKENS))

@@ -51,6 +51,18 @@ def test_config_defaults_are_valid() -> None:
             "`--max-batch-total-tokens` must be > 0; got 0",
         ),
         (
+            {"scheduler": SchedulerConfig(max_prompt_tokens_while_decoding=0)},
+            "`--max-prompt-tokens-while-decoding` must be > 0; got 0",
+        ),
+        (
+            {"scheduler": SchedulerConfig(waiting_served_ratio=-0.5)},
+            "`--waiting-served-ratio` must be >= 0; got -0.5",
+        ),
+        (
+            {"scheduler": SchedulerConfig(max_waiting_tokens=0)},
+            "`--max-waiting-tokens` must be > 0; got 0",
+        ),
+        (
             {"scheduler": SchedulerConfig(max_input_tokens=100, max_total_tokens=100)},
             "`--max-input-tokens` (100) must be < `--max-total-tokens` (100)",
         ),

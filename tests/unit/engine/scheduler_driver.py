@@ -25,12 +25,17 @@ def make_scheduler(
     num_blocks: int = 8,
     block_size: int = 4,
     max_step_tokens: int = 16,
+    max_prompt_tokens_while_decoding: int | None = None,
     prefix_caching: bool = False,
 ) -> Scheduler:
     """Prefix caching is off unless asked for: the prompts of `make_request` all share their
-    first tokens, and most tests are about scheduling without reuse."""
+    first tokens, and most tests are about scheduling without reuse. Steps beside decodes get
+    the whole budget unless `max_prompt_tokens_while_decoding` says otherwise."""
     return Scheduler(
-        SchedulerLimits(max_step_tokens=max_step_tokens),
+        SchedulerLimits(
+            max_step_tokens=max_step_tokens,
+            max_prompt_tokens_while_decoding=max_prompt_tokens_while_decoding or max_step_tokens,
+        ),
         KVCacheManager(num_blocks, block_size, prefix_caching=prefix_caching),
     )
 
