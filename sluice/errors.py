@@ -56,6 +56,16 @@ class IncompleteGenerationError(SluiceError):
         super().__init__("Incomplete generation")
 
 
+class DroppedError(SluiceError):
+    """A generation abandoned before its end: its client went away, or another generation of
+    the same request failed. Counted as TGI's `dropped`; the 499 reaches nobody."""
+
+    error_type = "dropped"
+
+    def __init__(self) -> None:
+        super().__init__("Request dropped before it finished")
+
+
 class NotReadyError(SluiceError):
     """The model is still loading, or the engine cannot serve (HTTP 503)."""
 

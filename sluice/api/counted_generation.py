@@ -9,6 +9,7 @@ import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
+from sluice.api.disconnect import counting_drops
 from sluice.api.request_timer import RequestTimer
 from sluice.api.state import ServingState
 from sluice.errors import SluiceError
@@ -34,8 +35,9 @@ async def counted_generation(
     state: ServingState, inputs: str, params: GenerationParameters
 ) -> AsyncIterator[StartedGeneration]:
     """Errors raised inside (overload, validation, generation) are counted as failures and
-    propagate; leaving the block normally counts a success, whether or not every token was read
-    (a caller stops reading once a tool call's JSON is complete)."""
+    propagate, and so is a cancellation (dropped); leaving the block normally counts a success,
+    whether or not every token was read (a caller stops reading once a tool call's JSON is
+    complete)."""
     timer = RequestTimer()
     state.metrics.request_count.inc()
     try:
@@ -48,8 +50,9 @@ async def counted_generation(
         timer.mark_validated(request)
         tokens = _timed(generate_tokens(state.client, state.tokenizer, request), timer)
         assert isinstance(tokens, AsyncGenerator)  # closed explicitly when left early
-        async with contextlib.aclosing(tokens):
-            yield StartedGeneration(request, tokens, timer)
+        with counting_drops(state.metrics):
+            async with contextlib.aclosing(tokens):
+                yield StartedGeneration(request, tokens, timer)
     except SluiceError as error:
         state.metrics.observe_failure(error)
         raise

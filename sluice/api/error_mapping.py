@@ -5,6 +5,7 @@ from typing import Final
 from sluice.api.schemas import ErrorResponse
 from sluice.errors import (
     ClientBatchSizeError,
+    DroppedError,
     EngineDeadError,
     GenerationError,
     IncompleteGenerationError,
@@ -28,6 +29,7 @@ STATUS_BY_ERROR: Final[dict[type[SluiceError], int]] = {
     ToolError: 422,
     SuffixNotSupportedError: 422,
     ClientBatchSizeError: 422,
+    DroppedError: 499,  # nginx's "client closed request"
 }
 
 

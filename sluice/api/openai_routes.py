@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from sluice.api.chat_responses import ChatReplyShape, chat_finish_reason
 from sluice.api.completion_streams import complete_prompts, completion_events
 from sluice.api.counted_generation import counted_generation
+from sluice.api.disconnect import unless_disconnected
 from sluice.api.error_mapping import ERROR_RESPONSES
 from sluice.api.openai_inputs import (
     chat_inputs,
@@ -98,8 +99,12 @@ async def chat_completions(request: Request, body: ChatRequest) -> Response:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         events = _chat_events(run, prompt, include_usage=include_usage)
         return StreamingResponse(events, media_type="text/event-stream", headers=STREAM_HEADERS)
+    return await unless_disconnected(request, _chat_reply(run, prompt))
+
+
+async def _chat_reply(run: ChatRun, prompt: ChatPrompt) -> Response:
     completion, answer = await _chat_completion(run, prompt)
-    headers = answer.timer.headers(state.compute_type, len(answer.prompt_text))
+    headers = answer.timer.headers(run.state.compute_type, len(answer.prompt_text))
     return JSONResponse(completion.model_dump(), headers=headers)
 
 
@@ -223,6 +228,12 @@ async def completions(request: Request, body: CompletionRequest) -> Response:
     if body.stream:
         events = completion_events(state, prompts, params)
         return StreamingResponse(events, media_type="text/event-stream", headers=STREAM_HEADERS)
+    return await unless_disconnected(request, _completion_reply(state, prompts, params))
+
+
+async def _completion_reply(
+    state: ServingState, prompts: Sequence[str], params: GenerationParameters
+) -> Response:
     return JSONResponse((await complete_prompts(state, prompts, params)).model_dump())
 
 

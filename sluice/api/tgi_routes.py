@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from sluice import __version__
+from sluice.api.disconnect import counting_drops, unless_disconnected
 from sluice.api.error_mapping import ERROR_RESPONSES, error_body, status_for
 from sluice.api.request_timer import RequestTimer
 from sluice.api.schemas import (
@@ -80,13 +81,8 @@ async def metrics(request: Request) -> Response:
 
 @router.post("/generate", response_model=GenerateResponse, responses=ERROR_RESPONSES)
 async def generate(request: Request, body: GenerateRequest) -> Response:
-    state = serving_state(request)
-    try:
-        response, timer = await _generate(state, body)
-    except SluiceError as error:
-        return _error_response(state, error)
-    headers = timer.headers(state.compute_type, len(body.inputs))
-    return JSONResponse(response.model_dump(exclude_unset=True), headers=headers)
+    reply = _generate_reply(serving_state(request), body, as_list=False)
+    return await unless_disconnected(request, reply)
 
 
 @router.post(
@@ -103,13 +99,18 @@ async def compat_generate(request: Request, body: GenerateRequest) -> Response:
         body = body.model_copy(update={"parameters": parameters})
     if body.stream:
         return await generate_stream(request, body)
-    state = serving_state(request)
+    reply = _generate_reply(serving_state(request), body, as_list=True)
+    return await unless_disconnected(request, reply)
+
+
+async def _generate_reply(state: ServingState, body: GenerateRequest, *, as_list: bool) -> Response:
     try:
         response, timer = await _generate(state, body)
     except SluiceError as error:
         return _error_response(state, error)
     headers = timer.headers(state.compute_type, len(body.inputs))
-    return JSONResponse([response.model_dump(exclude_unset=True)], headers=headers)
+    content = response.model_dump(exclude_unset=True)
+    return JSONResponse([content] if as_list else content, headers=headers)
 
 
 async def _generate(
@@ -172,10 +173,11 @@ async def _collect(
     state: ServingState, request: ValidatedRequest, timer: RequestTimer | None
 ) -> list[GeneratedToken]:
     tokens = []
-    async for token in generate_tokens(state.client, state.tokenizer, request):
-        if timer is not None:
-            timer.mark_token(token)
-        tokens.append(token)
+    with counting_drops(state.metrics):
+        async for token in generate_tokens(state.client, state.tokenizer, request):
+            if timer is not None:
+                timer.mark_token(token)
+            tokens.append(token)
     return tokens
 
 
@@ -225,9 +227,10 @@ async def _stream_events(state: ServingState, body: GenerateRequest) -> AsyncIte
     try:
         validated = _validate(state, body, streaming=True)
         timer.mark_validated(validated)
-        async for token in generate_tokens(state.client, state.tokenizer, validated):
-            timer.mark_token(token)
-            yield sse_event(_stream_event(token, body, validated))
+        with counting_drops(state.metrics):
+            async for token in generate_tokens(state.client, state.tokenizer, validated):
+                timer.mark_token(token)
+                yield sse_event(_stream_event(token, body, validated))
     except SluiceError as error:
         state.metrics.observe_failure(error)
         yield sse_event(error_body(error))
