@@ -48,8 +48,10 @@ def test_text_generation_async_client(server: SluiceServer) -> None:
     assert generated == streamed
 
 
-def test_inference_client_text_generation(server: SluiceServer) -> None:
-    client = InferenceClient(model=server.url, timeout=120)
+def test_inference_client_text_generation(fp32_server: SluiceServer) -> None:
+    # float32: the repeats reuse the first call's cached prompt blocks, and in bfloat16 the
+    # rounding of a step depends on its shape, which can tip a greedy token.
+    client = InferenceClient(model=fp32_server.url, timeout=120)
     params = {"max_new_tokens": 16, "return_full_text": False}
     text = client.text_generation(PROMPTS[3], **params)
     output = client.text_generation(PROMPTS[3], details=True, **params)
