@@ -1,4 +1,6 @@
-"""The paged KV cache tensors: one [2, num_slots, num_kv_heads, head_dim] tensor per layer.
+"""The paged KV cache tensors: one [2, num_kv_heads, num_slots, head_dim] tensor per layer.
+Heads come first so that gathering a head's blocks yields each request's keys as one
+contiguous matrix, which a batched matmul reads as it is.
 
 Which block belongs to which request is the engine's business (engine/kv_cache); this module
 only sizes and allocates the memory."""
@@ -24,5 +26,5 @@ class KVCacheSpec:
     def allocate(
         self, num_blocks: int, block_size: int, device: torch.device
     ) -> list[torch.Tensor]:
-        shape = (2, num_blocks * block_size, self.num_kv_heads, self.head_dim)
+        shape = (2, self.num_kv_heads, num_blocks * block_size, self.head_dim)
         return [torch.zeros(shape, dtype=self.dtype, device=device) for _ in range(self.num_layers)]

@@ -49,7 +49,7 @@ class AttentionBackend(Protocol):
         """Write k, v into `kv_cache` and attend.
 
         q: [num_tokens, num_heads, head_dim]; k, v: [num_tokens, num_kv_heads, head_dim];
-        kv_cache: [2, num_slots, num_kv_heads, head_dim]. Returns [num_tokens, num_heads, head_dim].
+        kv_cache: [2, num_kv_heads, num_slots, head_dim]. Returns [num_tokens, num_heads, head_dim].
         """
         ...
 

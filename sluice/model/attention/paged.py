@@ -4,7 +4,9 @@ one request at a time), so that one long chunk never pads every decode of the st
 length, as the reference backend does.
 
 Keys and values are gathered with one `index_select` over whole blocks (a block is
-`block_size` consecutive slots), several times cheaper than gathering slot by slot."""
+`block_size` consecutive slots of every KV head), several times cheaper than gathering slot by
+slot; with the cache's heads-first layout the gathered keys of each (head, request) pair form
+one contiguous matrix that the batched matmuls read without another copy."""
 
 from dataclasses import dataclass
 
@@ -85,10 +87,11 @@ class PagedAttentionBackend:
         scale: float,
     ) -> torch.Tensor:
         key_cache, value_cache = kv_cache[0], kv_cache[1]
-        key_cache.index_copy_(0, metadata.slot_mapping, k)
-        value_cache.index_copy_(0, metadata.slot_mapping, v)
-        # [num_blocks, block_size, kv_heads, head_dim]: a view, so gathers copy whole blocks.
-        block_shape = (-1, metadata.block_size, *key_cache.shape[1:])
+        key_cache.index_copy_(1, metadata.slot_mapping, k.transpose(0, 1))
+        value_cache.index_copy_(1, metadata.slot_mapping, v.transpose(0, 1))
+        # [kv_heads, num_blocks, block_size, head_dim]: a view, so gathers copy whole blocks.
+        num_kv_heads, _, head_dim = key_cache.shape
+        block_shape = (num_kv_heads, -1, metadata.block_size, head_dim)
         key_blocks, value_blocks = key_cache.view(block_shape), value_cache.view(block_shape)
         decodes = metadata.decodes
         if decodes is not None and decodes.rows is None:
@@ -101,7 +104,7 @@ class PagedAttentionBackend:
         for chunk in metadata.chunks:
             rows = chunk.rows
             if chunk.causal_mask is None:  # a fresh prompt: its context is this step's k, v
-                keys, values = k[rows], v[rows]
+                keys, values = k[rows].transpose(0, 1), v[rows].transpose(0, 1)
             else:
                 keys = _gather_context(key_blocks, chunk)
                 values = _gather_context(value_blocks, chunk)
@@ -151,33 +154,33 @@ def _decode_attention(
     decodes: DecodeBatch,
     scale: float,
 ) -> torch.Tensor:
-    """One query per request, as two batched matmuls with the query heads of each KV head
-    grouped (the CPU flash kernel is several times slower for a single masked query).
-    The scores come out of the matmul in the cache dtype and the softmax runs in float32, as
-    in transformers' eager attention.
+    """One query per request, as two batched matmuls over (KV head, request) pairs with the
+    query heads of each KV head grouped (the CPU flash kernel is several times slower for a
+    single masked query). The scores come out of the matmul in the cache dtype and the softmax
+    runs in float32, as in transformers' eager attention.
 
     q: [requests, heads, dim]. Returns [requests, heads, dim]."""
     num_requests, max_blocks = decodes.block_table.shape
-    _, block_size, num_kv_heads, head_dim = key_blocks.shape
+    num_kv_heads, _, block_size, head_dim = key_blocks.shape
     context = max_blocks * block_size
-    flat_table = decodes.block_table.view(-1)
-    # [requests, kv_heads, dim, context] and [requests, kv_heads, context, dim], contiguous.
-    keys = key_blocks.index_select(0, flat_table).view(num_requests, context, num_kv_heads, -1)
-    keys = keys.permute(0, 2, 3, 1).contiguous()
-    values = value_blocks.index_select(0, flat_table).view(num_requests, context, num_kv_heads, -1)
-    values = values.transpose(1, 2).contiguous()
     group = q.shape[1] // num_kv_heads
-    grouped_q = q.view(num_requests, num_kv_heads, group, head_dim)
-    scores = (grouped_q @ keys).float()  # [requests, kv_heads, group, context]
-    scores = (scores * scale).masked_fill_(~decodes.key_mask[:, None, None, :], float("-inf"))
-    probs = scores.softmax(dim=-1).to(values.dtype)
-    return (probs @ values).view(num_requests, num_kv_heads * group, head_dim)
+    flat_table = decodes.block_table.view(-1)
+    pairs = num_kv_heads * num_requests
+    keys = key_blocks.index_select(1, flat_table).view(pairs, context, head_dim)
+    values = value_blocks.index_select(1, flat_table).view(pairs, context, head_dim)
+    grouped_q = q.view(num_requests, num_kv_heads, group, head_dim).transpose(0, 1)
+    scores = torch.bmm(grouped_q.reshape(pairs, group, head_dim), keys.transpose(1, 2)).float()
+    scores = scores.view(num_kv_heads, num_requests, group, context) * scale
+    scores.masked_fill_(~decodes.key_mask[None, :, None, :], float("-inf"))
+    probs = scores.softmax(dim=-1).to(values.dtype).view(pairs, group, context)
+    out = torch.bmm(probs, values).view(num_kv_heads, num_requests, group, head_dim)
+    return out.transpose(0, 1).reshape(num_requests, num_kv_heads * group, head_dim)
 
 
 def _gather_context(blocks: torch.Tensor, chunk: PromptChunk) -> torch.Tensor:
-    """[context_len, kv_heads, dim]: the chunk's context, read from the cache."""
-    context = blocks.index_select(0, chunk.block_ids).flatten(0, 1)
-    return context[: chunk.context_len]
+    """[kv_heads, context_len, dim]: the chunk's context, read from the cache."""
+    context = blocks.index_select(1, chunk.block_ids).flatten(1, 2)
+    return context[:, : chunk.context_len]
 
 
 def _chunk_attention(
@@ -187,12 +190,12 @@ def _chunk_attention(
     causal_mask: torch.Tensor | None,
     scale: float,
 ) -> torch.Tensor:
-    """q: [query_len, heads, dim] of one request; keys, values: [context_len, kv_heads, dim].
+    """q: [query_len, heads, dim] of one request; keys, values: [kv_heads, context_len, dim].
     Returns [query_len, heads, dim]."""
     out = F.scaled_dot_product_attention(
         q.transpose(0, 1).unsqueeze(0),
-        keys.transpose(0, 1).unsqueeze(0),
-        values.transpose(0, 1).unsqueeze(0),
+        keys.unsqueeze(0),
+        values.unsqueeze(0),
         attn_mask=causal_mask,
         is_causal=causal_mask is None,
         scale=scale,

@@ -73,17 +73,18 @@ class TorchSdpaBackend:
         scale: float,
     ) -> torch.Tensor:
         key_cache, value_cache = kv_cache[0], kv_cache[1]
-        key_cache.index_copy_(0, metadata.slot_mapping, k)
-        value_cache.index_copy_(0, metadata.slot_mapping, v)
+        key_cache.index_copy_(1, metadata.slot_mapping, k.transpose(0, 1))
+        value_cache.index_copy_(1, metadata.slot_mapping, v.transpose(0, 1))
         num_requests = metadata.context_slots.shape[0]
         num_heads, head_dim = q.shape[1], q.shape[2]
-        keys = key_cache[metadata.context_slots]  # [requests, max_context, kv_heads, dim]
-        values = value_cache[metadata.context_slots]
+        # [requests, kv_heads, max_context, dim]
+        keys = key_cache[:, metadata.context_slots].transpose(0, 1)
+        values = value_cache[:, metadata.context_slots].transpose(0, 1)
         padded_q = _pad_queries(q, metadata, num_requests)  # [requests, max_q, heads, dim]
         out = F.scaled_dot_product_attention(
             padded_q.transpose(1, 2),
-            keys.transpose(1, 2),
-            values.transpose(1, 2),
+            keys,
+            values,
             attn_mask=metadata.attn_mask,
             scale=scale,
             enable_gqa=True,

@@ -46,7 +46,7 @@ def _random_step(
     """A cache full of garbage (so reading a wrong slot changes the result), and q, k, v."""
     rng = torch.Generator().manual_seed(0)
     num_tokens = sum(layout.query_lens)
-    kv_cache = torch.randn(2, NUM_BLOCKS * BLOCK_SIZE, NUM_KV_HEADS, HEAD_DIM, generator=rng)
+    kv_cache = torch.randn(2, NUM_KV_HEADS, NUM_BLOCKS * BLOCK_SIZE, HEAD_DIM, generator=rng)
     q = torch.randn(num_tokens, NUM_HEADS, HEAD_DIM, generator=rng)
     k = torch.randn(num_tokens, NUM_KV_HEADS, HEAD_DIM, generator=rng)
     v = torch.randn(num_tokens, NUM_KV_HEADS, HEAD_DIM, generator=rng)
@@ -68,7 +68,7 @@ def test_forward_matches_naive_causal_attention(
 ) -> None:
     kv_cache, q, k, v = _random_step(layout, torch.float32)
     past = [  # what each request's earlier steps left in the cache
-        (kv_cache[0, slots].clone(), kv_cache[1, slots].clone())
+        (kv_cache[0, :, slots].transpose(0, 1), kv_cache[1, :, slots].transpose(0, 1))
         for slots in (
             [slot(table, p) for p in range(start)]
             for table, start in zip(layout.block_tables, layout.num_computed_tokens, strict=True)
@@ -87,8 +87,8 @@ def test_forward_matches_naive_causal_attention(
         offset += count
     torch.testing.assert_close(out, torch.cat(expected), rtol=1e-5, atol=1e-5)
     slots = torch.tensor(slot_mapping_for(layout))
-    assert torch.equal(kv_cache[0, slots], k)
-    assert torch.equal(kv_cache[1, slots], v)
+    assert torch.equal(kv_cache[0, :, slots].transpose(0, 1), k)
+    assert torch.equal(kv_cache[1, :, slots].transpose(0, 1), v)
 
 
 @pytest.mark.parametrize("layout", ALL_LAYOUTS.values(), ids=ALL_LAYOUTS.keys())
