@@ -10,10 +10,7 @@ Writes DIR/prefix_cache_ttft.md. The target: warm TTFT at least 5x faster than c
 import argparse
 import os
 import platform
-import socket
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -21,6 +18,8 @@ from typing import Any
 
 import httpx
 import torch
+
+from sluice.bench.local_server import git_commit, local_server
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAGRAPH = (
@@ -39,21 +38,12 @@ def main() -> None:
     parser.add_argument("--note", default="", help="a line on the conditions, e.g. a shared CPU")
     parser.add_argument("--output", type=Path, default=ROOT / "bench/results")
     args = parser.parse_args()
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "sluice", "serve", "--hostname", "127.0.0.1", "--port"]
     load_before = os.getloadavg()
-    server = subprocess.Popen([*command, str(port)], stderr=subprocess.DEVNULL)
-    try:
-        _wait_ready(url)
-        with httpx.Client(base_url=url, timeout=300) as client:
-            repeats = _paragraphs_for(client, args.prefix_tokens)
-            _ttft(client, _prefix(repeats) + SUFFIXES[0])  # warm-up: first-request costs
-            runs = [_measure(client, repeats) for _ in range(args.runs)]
-            info = client.get("/info").json()
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
+    with local_server() as url, httpx.Client(base_url=url, timeout=300) as client:
+        repeats = _paragraphs_for(client, args.prefix_tokens)
+        _ttft(client, _prefix(repeats) + SUFFIXES[0])  # warm-up: first-request costs
+        runs = [_measure(client, repeats) for _ in range(args.runs)]
+        info = client.get("/info").json()
     report = _render(runs, info, args, load_before, os.getloadavg())
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "prefix_cache_ttft.md").write_text(report)
@@ -131,7 +121,7 @@ def _render(
     lines = [
         "# Prefix cache: time to first token, cold and warm",
         "",
-        f"Commit {_git_commit()}, {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Commit {git_commit()}, {platform.machine()}, {os.cpu_count()} CPUs, "
         f"{torch.get_num_threads()} torch threads, torch {torch.__version__}; model "
         f"{info['model_id']} ({info['model_dtype']}), default flags. {len(runs)} runs; "
         "median (min-max).",
@@ -164,29 +154,6 @@ def _render(
 
 def _load(load: tuple[float, float, float]) -> str:
     return ", ".join(f"{value:.1f}" for value in load)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_ready(url: str, timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError("sluice did not become ready")
-
-
-def _git_commit() -> str:
-    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return result.stdout.strip() or "unknown"
 
 
 if __name__ == "__main__":

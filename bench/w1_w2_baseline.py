@@ -11,9 +11,6 @@ import dataclasses
 import json
 import math
 import platform
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,13 +20,17 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.generation.streamers import BaseStreamer
 
-from sluice.bench.client import RunTimings, run_closed_loop
+from sluice.bench.client import RequestTiming, RunTimings, run_closed_loop, stream_request
+from sluice.bench.local_server import git_commit, local_server
 from sluice.bench.stats import SingleStreamRun, Spread, ThroughputRun
 from sluice.bench.workloads import Workload, load_workload
 from sluice.weights import resolve_model
 
 ROOT = Path(__file__).resolve().parent.parent
 W2_BASELINE_BATCH = 64
+LONG_PROMPT_TOKENS = 2000
+LONG_PROMPT_DELAY_S = 8.0
+"""By then every W2 prompt is prefilled and all 64 streams decode."""
 
 
 def main() -> None:
@@ -44,43 +45,55 @@ def main() -> None:
         (args.output / "w1_w2_baseline.md").write_text(render_table(saved))
         return
     w1, w2 = load_workload("w1", args.workloads), load_workload("w2", args.workloads)
-    sluice_w1, sluice_w2 = measure_sluice(w1, w2, args.runs)
+    sluice_runs = measure_sluice(w1, w2, args.runs)
     baseline_w1, baseline_w2 = measure_transformers(w1, w2, args.runs)
     results = {
-        "commit": _git_commit(),
+        "commit": git_commit(),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
         "torch": torch.__version__,
         "dtype": "bfloat16",
         "runs": args.runs,
-        "sluice": {"w1": _as_dicts(sluice_w1), "w2": _as_dicts(sluice_w2)},
+        "sluice": {
+            "w1": _as_dicts([run.w1 for run in sluice_runs]),
+            "w2": _as_dicts([run.w2 for run in sluice_runs]),
+            "w2_with_long_prompt": _as_dicts([run.w2_with_long_prompt for run in sluice_runs]),
+            "long_prompt_ttft_s": [run.long_prompt_ttft_s for run in sluice_runs],
+        },
         "transformers": {"w1": _as_dicts(baseline_w1), "w2": _as_dicts(baseline_w2)},
     }
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "w1_w2_baseline.json").write_text(json.dumps(results, indent=2))
     table = render_table(results)
     (args.output / "w1_w2_baseline.md").write_text(table)
+    plot_results(results, args.output / "w1_w2_baseline.png")
     print(table)
 
 
-def measure_sluice(
-    w1: Workload, w2: Workload, runs: int
-) -> tuple[list[SingleStreamRun], list[ThroughputRun]]:
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "sluice", "serve", "--hostname", "127.0.0.1", "--port"]
-    server = subprocess.Popen([*command, str(port)], stderr=subprocess.DEVNULL)
-    try:
-        _wait_ready(url)
-        _send(url, w1.limited(None, 8), 1)  # warm-up
-        single, throughput = [], []
-        for _ in range(runs):
-            single.append(SingleStreamRun.of(_send(url, w1, 1)))
-            throughput.append(ThroughputRun.of(_send(url, w2, len(w2.prompts))))
-            print(f"sluice: {single[-1]}\n        {throughput[-1]}", flush=True)
-        return single, throughput
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
+@dataclasses.dataclass(frozen=True, slots=True)
+class SluiceRun:
+    w1: SingleStreamRun
+    w2: ThroughputRun
+    w2_with_long_prompt: ThroughputRun
+    """W2 again on a fresh server, with a LONG_PROMPT_TOKENS prompt arriving mid-run."""
+    long_prompt_ttft_s: float
+
+
+def measure_sluice(w1: Workload, w2: Workload, runs: int) -> list[SluiceRun]:
+    """Every run starts from fresh servers, so that no run finds the previous one's prompts in
+    the prefix cache."""
+    long_prompt = _long_prompt(w2)
+    results = []
+    for _ in range(runs):
+        with local_server() as url:
+            _send(url, Workload("warm-up", ("Hello",), 8), 1)
+            single = SingleStreamRun.of(_send(url, w1, 1))
+            throughput = ThroughputRun.of(_send(url, w2, len(w2.prompts)))
+        with local_server() as url:
+            _send(url, Workload("warm-up", ("Hello",), 8), 1)
+            loaded, long_timing = asyncio.run(_w2_with_long_prompt(url, w2, long_prompt))
+        results.append(SluiceRun(single, throughput, ThroughputRun.of(loaded), long_timing.ttft))
+        print(f"sluice: {results[-1]}", flush=True)
+    return results
 
 
 def _send(url: str, workload: Workload, concurrency: int) -> RunTimings:
@@ -91,6 +104,31 @@ def _send(url: str, workload: Workload, concurrency: int) -> RunTimings:
             return await run_closed_loop(client, url, prompts, max_new_tokens, concurrency)
 
     return asyncio.run(send())
+
+
+async def _w2_with_long_prompt(
+    url: str, w2: Workload, long_prompt: str
+) -> tuple[RunTimings, RequestTiming]:
+    """W2, and LONG_PROMPT_DELAY_S after it starts, one long prompt (16 new tokens)."""
+    limits = httpx.Limits(max_connections=len(w2.prompts) + 2)
+    async with httpx.AsyncClient(timeout=None, limits=limits) as client:
+        everything = len(w2.prompts)
+        streams = asyncio.create_task(
+            run_closed_loop(client, url, w2.prompts, w2.max_new_tokens, everything)
+        )
+        await asyncio.sleep(LONG_PROMPT_DELAY_S)
+        long_timing = await stream_request(client, url, long_prompt, 16, ignore_eos=True)
+        if long_timing.error is not None:
+            raise RuntimeError(f"the long prompt failed: {long_timing.error}")
+        return await streams, long_timing
+
+
+def _long_prompt(w2: Workload) -> str:
+    """LONG_PROMPT_TOKENS tokens of text no W2 prompt starts with (no prefix-cache hit)."""
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model().path)
+    text = "Summarise these conversations.\n" + "\n".join(reversed(w2.prompts))
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][:LONG_PROMPT_TOKENS]
+    return tokenizer.decode(ids)
 
 
 class _TokenClock(BaseStreamer):
@@ -202,35 +240,76 @@ def render_table(results: dict[str, Any]) -> str:
             row("sluice", results["sluice"]),
             row("transformers generate", results["transformers"]),
             "",
+            *_targets(results),
+            "",
         ]
     )
 
 
+def _targets(results: dict[str, Any]) -> list[str]:
+    """The issue's W1/W2 targets, each as a per-run ratio or figure, median (min-max)."""
+    ours, theirs = results["sluice"], results["transformers"]
+    speedup = [
+        a["output_tokens_per_s"] / b["output_tokens_per_s"]
+        for a, b in zip(ours["w2"], theirs["w2"], strict=True)
+    ]
+    itl_spread = [run["itl_p99_s"] / run["itl_p50_s"] for run in ours["w2"]]
+    long_prompt = [
+        loaded["itl_p99_s"] / alone["itl_p99_s"]
+        for loaded, alone in zip(ours["w2_with_long_prompt"], ours["w2"], strict=True)
+    ]
+
+    def spread(values: list[float], digits: int = 2) -> str:
+        return Spread.of(values).format(digits)
+
+    return [
+        "| target | measured | goal |",
+        "|---|---|---|",
+        f"| W2 output tok/s, sluice / transformers (same run) | {spread(speedup)} | >= 2 |",
+        f"| W2 ITL p99 / p50 | {spread(itl_spread)} | <= 3 |",
+        f"| W2 ITL p99 with a {LONG_PROMPT_TOKENS}-token prompt arriving at "
+        f"{LONG_PROMPT_DELAY_S:.0f} s / without | {spread(long_prompt)} | <= 2 |",
+        f"| TTFT of that long prompt, s | {spread(ours['long_prompt_ttft_s'])} | |",
+    ]
+
+
+def plot_results(results: dict[str, Any], path: Path) -> None:
+    """Bars of the medians with min-max whiskers: W1 decode tok/s and W2 output tok/s."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(1, 2, figsize=(9, 3.5))
+    systems = [("sluice", "tab:blue"), ("transformers", "tab:gray")]
+    for ax, (workload, key, title) in zip(
+        axes,
+        [
+            ("w1", "decode_tokens_per_s", "W1 decode tokens/s (batch 1)"),
+            ("w2", "output_tokens_per_s", "W2 output tokens/s (64 requests)"),
+        ],
+        strict=True,
+    ):
+        for position, (system, color) in enumerate(systems):
+            spread = Spread.of([run[key] for run in results[system][workload]])
+            ax.bar(position, spread.median, color=color)
+            ax.errorbar(
+                position,
+                spread.median,
+                yerr=[[spread.median - spread.min], [spread.max - spread.median]],
+                color="black",
+                capsize=4,
+            )
+        ax.set_xticks(range(len(systems)), [name for name, _ in systems])
+        ax.set_title(title)
+    figure.suptitle(f"bf16, 2 threads, commit {results['commit']}; median, min-max")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+
+
 def _as_dicts(runs: list[SingleStreamRun] | list[ThroughputRun]) -> list[dict[str, float]]:
     return [dataclasses.asdict(r) for r in runs]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_ready(url: str, timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError("sluice did not become ready")
-
-
-def _git_commit() -> str:
-    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return result.stdout.strip() or "unknown"
 
 
 if __name__ == "__main__":
