@@ -15,14 +15,21 @@ import torch.nn.functional as F
 
 from sluice.model.attention.backend import BatchLayout, slot_mapping_for
 
+MAX_CONTEXT_RATIO_IN_A_GROUP = 2
+MIN_PADDING_FOR_A_NEW_GROUP = 256
+"""Decodes attend in groups of similar context length, each padded to its longest: one long
+request then costs only its own group the padding to its length, not every request. A group
+takes contexts up to twice its shortest, or up to this many tokens longer (padding that
+short costs less than another group's matmuls)."""
+
 
 @dataclass(frozen=True, slots=True)
 class DecodeBatch:
-    """The requests of a step that compute one token each."""
+    """Requests of a step that compute one token each and have contexts of similar length."""
 
     rows: torch.Tensor | None
-    """[num_decodes] int64: their rows in the step's flattened tokens; None when every
-    request of the step decodes (the rows are then the whole batch, in order)."""
+    """[num_decodes] int64: their rows in the step's flattened tokens; None when they are the
+    whole batch, in order."""
     block_table: torch.Tensor
     """[num_decodes, max_blocks] int64, padded with block 0 (masked out)."""
     key_mask: torch.Tensor
@@ -48,7 +55,7 @@ class PagedMetadata:
     slot_mapping: torch.Tensor
     """[num_tokens] int64."""
     block_size: int
-    decodes: DecodeBatch | None
+    decodes: tuple[DecodeBatch, ...]
     chunks: tuple[PromptChunk, ...]
 
 
@@ -65,11 +72,19 @@ class PagedAttentionBackend:
             else:
                 chunks.append(_prompt_chunk(layout, index, row, device))
             row += count
-        decodes = None
-        if decode_requests:
-            all_decode = len(decode_requests) == len(layout.query_lens)
-            rows = None if all_decode else torch.tensor(decode_rows, device=device)
-            decodes = _decode_batch(layout, decode_requests, rows, device)
+        groups = _group_by_context(layout, list(zip(decode_requests, decode_rows, strict=True)))
+        if len(groups) == 1 and len(decode_requests) == len(layout.query_lens):
+            decodes = (_decode_batch(layout, decode_requests, None, device),)
+        else:
+            decodes = tuple(
+                _decode_batch(
+                    layout,
+                    [index for index, _ in group],
+                    torch.tensor([row for _, row in group], device=device),
+                    device,
+                )
+                for group in groups
+            )
         return PagedMetadata(
             slot_mapping=torch.tensor(slot_mapping_for(layout), dtype=torch.long, device=device),
             block_size=layout.block_size,
@@ -93,11 +108,11 @@ class PagedAttentionBackend:
         num_kv_heads, _, head_dim = key_cache.shape
         block_shape = (num_kv_heads, -1, metadata.block_size, head_dim)
         key_blocks, value_blocks = key_cache.view(block_shape), value_cache.view(block_shape)
-        decodes = metadata.decodes
-        if decodes is not None and decodes.rows is None:
-            return _decode_attention(q, key_blocks, value_blocks, decodes, scale)
+        if len(metadata.decodes) == 1 and metadata.decodes[0].rows is None:
+            return _decode_attention(q, key_blocks, value_blocks, metadata.decodes[0], scale)
         out = torch.empty_like(q)
-        if decodes is not None:
+        for decodes in metadata.decodes:
+            assert decodes.rows is not None
             queries = q.index_select(0, decodes.rows)
             attended = _decode_attention(queries, key_blocks, value_blocks, decodes, scale)
             out.index_copy_(0, decodes.rows, attended)
@@ -110,6 +125,29 @@ class PagedAttentionBackend:
                 values = _gather_context(value_blocks, chunk)
             out[rows] = _chunk_attention(q[rows], keys, values, chunk.causal_mask, scale)
         return out
+
+
+def _group_by_context(
+    layout: BatchLayout, decodes: list[tuple[int, int]]
+) -> list[list[tuple[int, int]]]:
+    """(request index, row) pairs of the decodes, grouped by context length (see
+    MAX_CONTEXT_RATIO_IN_A_GROUP); each group keeps batch order inside."""
+
+    def context_len(index: int) -> int:
+        return layout.num_computed_tokens[index] + 1
+
+    groups: list[list[tuple[int, int]]] = []
+    shortest = 0
+    for pair in sorted(decodes, key=lambda pair: context_len(pair[0])):
+        length = context_len(pair[0])
+        fits = length <= max(
+            MAX_CONTEXT_RATIO_IN_A_GROUP * shortest, shortest + MIN_PADDING_FOR_A_NEW_GROUP
+        )
+        if not groups or not fits:
+            groups.append([])
+            shortest = length
+        groups[-1].append(pair)
+    return [sorted(group) for group in groups]
 
 
 def _decode_batch(

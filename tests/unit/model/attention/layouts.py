@@ -4,7 +4,7 @@ block size 4, GQA 4 query heads over 2 KV heads."""
 from sluice.model.attention.backend import BatchLayout
 
 NUM_HEADS, NUM_KV_HEADS, HEAD_DIM = 4, 2, 8
-BLOCK_SIZE, NUM_BLOCKS = 4, 16
+BLOCK_SIZE, NUM_BLOCKS = 4, 200
 
 MIXED = BatchLayout(  # a prompt, a decode, a prompt chunk after 4 computed tokens
     query_lens=[5, 1, 3],
@@ -27,11 +27,18 @@ DECODES_AROUND_A_CHUNK = BatchLayout(  # decodes before and after a chunk: scatt
     block_tables=[[1, 2, 3], [4, 5], [6], [7, 8]],
     block_size=BLOCK_SIZE,
 )
+DECODES_OF_MIXED_LENGTHS = BatchLayout(  # contexts 2, 259 and 3: two groups, rows out of order
+    query_lens=[1, 1, 1],
+    num_computed_tokens=[1, 258, 2],
+    block_tables=[[10], [*range(100, 165)], [15]],
+    block_size=BLOCK_SIZE,
+)
 ALL_LAYOUTS = {
     "mixed": MIXED,
     "decodes": DECODES,
     "prompt": PROMPT,
     "decodes_around_a_chunk": DECODES_AROUND_A_CHUNK,
+    "decodes_of_mixed_lengths": DECODES_OF_MIXED_LENGTHS,
 }
 
 

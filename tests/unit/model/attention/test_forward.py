@@ -105,11 +105,11 @@ def test_paged_metadata_splits_decodes_from_prompt_chunks() -> None:
 
     metadata = PagedAttentionBackend().build_metadata(layout, CPU)
 
-    assert metadata.decodes is not None
-    assert metadata.decodes.rows is not None
-    assert metadata.decodes.rows.tolist() == [0, 5, 6]  # the chunk holds rows 1..4
-    assert metadata.decodes.block_table.tolist() == [[1, 2, 3], [6, 0, 0], [7, 8, 0]]
-    assert metadata.decodes.key_mask.sum(dim=1).tolist() == [10, 1, 5]
+    (decodes,) = metadata.decodes
+    assert decodes.rows is not None
+    assert decodes.rows.tolist() == [0, 5, 6]  # the chunk holds rows 1..4
+    assert decodes.block_table.tolist() == [[1, 2, 3], [6, 0, 0], [7, 8, 0]]
+    assert decodes.key_mask.sum(dim=1).tolist() == [10, 1, 5]
     (chunk,) = metadata.chunks
     assert chunk.rows == slice(1, 5)
     assert chunk.context_len == 6
@@ -117,16 +117,27 @@ def test_paged_metadata_splits_decodes_from_prompt_chunks() -> None:
     assert chunk.causal_mask.sum(dim=1).tolist() == [3, 4, 5, 6]
 
 
+def test_paged_metadata_groups_decodes_by_context_length() -> None:
+    metadata = PagedAttentionBackend().build_metadata(ALL_LAYOUTS["decodes_of_mixed_lengths"], CPU)
+
+    short, long = metadata.decodes
+    assert short.rows is not None and short.rows.tolist() == [0, 2]
+    assert short.block_table.tolist() == [[10], [15]]  # not padded to the long one's 65 blocks
+    assert long.rows is not None and long.rows.tolist() == [1]
+    assert long.block_table.tolist() == [list(range(100, 165))]
+
+
 def test_paged_metadata_of_a_decode_only_step_needs_no_row_indices() -> None:
     metadata = PagedAttentionBackend().build_metadata(ALL_LAYOUTS["decodes"], CPU)
 
-    assert metadata.decodes is not None and metadata.decodes.rows is None
+    (decodes,) = metadata.decodes
+    assert decodes.rows is None
     assert metadata.chunks == ()
 
 
 def test_paged_metadata_of_a_fresh_prompt_is_plainly_causal() -> None:
     metadata = PagedAttentionBackend().build_metadata(ALL_LAYOUTS["prompt"], CPU)
 
-    assert metadata.decodes is None
+    assert metadata.decodes == ()
     (chunk,) = metadata.chunks
     assert chunk.causal_mask is None
