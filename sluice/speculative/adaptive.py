@@ -1,0 +1,102 @@
+"""Decides how many tokens each request drafts next step, from how many of its drafts the
+target kept: per-request state that the scheduler updates after every step.
+
+Each draft costs a verify position whether it is kept or not, so a request whose drafts keep
+failing slows its batch down. Its *acceptance rate* (accepted / drafted, a moving average in
+which every drafted token counts once) decides: below `min_acceptance`, once enough drafts
+were judged, the request stops drafting for a pause, then probes again with fresh statistics.
+Each failed probe doubles the pause (up to a cap), so a workload that never profits pays
+for a few probes only, and text that turns repetitive later is still caught."""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sluice.model.step import RequestId
+
+
+@dataclass(frozen=True, slots=True)
+class DraftPolicy:
+    num_speculative_tokens: int
+    """Most drafts per request and step (`--speculate N`)."""
+    min_acceptance: float = 0.3
+    """Pause drafting below this acceptance rate. Drafting pays while the rate exceeds the cost
+    of one verify position relative to a whole decode step: small on a GPU at small batch
+    sizes, larger where compute is the limit."""
+    smoothing: float = 0.1
+    """Weight of one drafted token in the moving average (about the last 1 / smoothing count)."""
+    min_drafted: int = 16
+    """Drafts judged since the start or the last probe before the rate may cause a pause."""
+    pause_steps: int = 32
+    """Decode steps without drafts after the first pause; doubles with each failed probe."""
+    max_pause_steps: int = 512
+
+    def __post_init__(self) -> None:
+        if self.num_speculative_tokens < 0:
+            raise ValueError(
+                f"num_speculative_tokens must be >= 0, got {self.num_speculative_tokens}"
+            )
+        if not 0.0 < self.smoothing <= 1.0:
+            raise ValueError(f"smoothing must be in (0, 1], got {self.smoothing}")
+        if not 1 <= self.pause_steps <= self.max_pause_steps:
+            raise ValueError(
+                f"need 1 <= pause_steps <= max_pause_steps, got {self.pause_steps} and "
+                f"{self.max_pause_steps}"
+            )
+
+
+@dataclass(slots=True)
+class _RequestAcceptance:
+    next_pause: int
+    """Length of the pause that the next failed judgement starts."""
+    rate: float = 0.0
+    num_drafted: int = 0
+    """Drafts judged since the start or the last probe."""
+    paused_steps_left: int = 0
+
+
+class AcceptanceTracker:
+    """Per-request acceptance rates and pauses under one DraftPolicy."""
+
+    def __init__(self, policy: DraftPolicy) -> None:
+        self.policy = policy
+        self._requests: dict[RequestId, _RequestAcceptance] = {}
+
+    def num_drafts(self, request_id: RequestId) -> int:
+        """How many tokens to draft for the request this step: 0 while it is paused."""
+        state = self._requests.get(request_id)
+        if state is not None and state.paused_steps_left > 0:
+            return 0
+        return self.policy.num_speculative_tokens
+
+    def observe(self, request_id: RequestId, num_drafted: int, num_accepted: int) -> None:
+        """Record one decode step of the request: call it once per step it decoded in, with
+        0 drafted when it drafted nothing (paused, or no n-gram matched)."""
+        policy = self.policy
+        state = self._requests.get(request_id)
+        if state is None:
+            state = self._requests[request_id] = _RequestAcceptance(policy.pause_steps)
+        if state.paused_steps_left > 0:
+            state.paused_steps_left -= 1
+            if state.paused_steps_left == 0:  # probe: judge the next drafts afresh
+                state.num_drafted = 0
+            return
+        if num_drafted == 0:
+            return
+        observed = num_accepted / num_drafted
+        if state.num_drafted == 0:
+            state.rate = observed
+        else:
+            weight = 1.0 - (1.0 - policy.smoothing) ** num_drafted
+            state.rate += weight * (observed - state.rate)
+        state.num_drafted += num_drafted
+        if state.num_drafted < policy.min_drafted:
+            return
+        if state.rate >= policy.min_acceptance:
+            state.next_pause = policy.pause_steps  # drafting pays again: forget past failures
+            return
+        state.paused_steps_left = state.next_pause
+        state.next_pause = min(2 * state.next_pause, policy.max_pause_steps)
+
+    def drop(self, request_ids: Iterable[RequestId]) -> None:
+        for request_id in request_ids:
+            self._requests.pop(request_id, None)
