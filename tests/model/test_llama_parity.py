@@ -7,16 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
 from tests.model.runner_driver import build_runner, greedy_generate, prefill_logits
-
-TINY = dict(
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    vocab_size=256,
-    max_position_embeddings=256,
-)
+from tests.model.tiny_config import TINY
 
 CONFIGS = {
     "llama-tied": LlamaConfig(**TINY, tie_word_embeddings=True),

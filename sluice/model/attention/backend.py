@@ -54,6 +54,14 @@ class AttentionBackend(Protocol):
         ...
 
 
+def write_kv(
+    kv_cache: torch.Tensor, slot_mapping: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+) -> None:
+    """Store a step's new keys and values ([num_tokens, kv_heads, dim]) at their slots."""
+    kv_cache[0].index_copy_(1, slot_mapping, k.transpose(0, 1))
+    kv_cache[1].index_copy_(1, slot_mapping, v.transpose(0, 1))
+
+
 def slot_mapping_for(layout: BatchLayout) -> list[int]:
     """The cache slot of every new token of the step, in flattened batch order."""
     size = layout.block_size

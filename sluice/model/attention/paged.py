@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from sluice.model.attention.backend import BatchLayout, slot_mapping_for
+from sluice.model.attention.backend import BatchLayout, slot_mapping_for, write_kv
 
 MAX_CONTEXT_RATIO_IN_A_GROUP = 2
 MIN_PADDING_FOR_A_NEW_GROUP = 256
@@ -101,9 +101,8 @@ class PagedAttentionBackend:
         metadata: PagedMetadata,
         scale: float,
     ) -> torch.Tensor:
+        write_kv(kv_cache, metadata.slot_mapping, k, v)
         key_cache, value_cache = kv_cache[0], kv_cache[1]
-        key_cache.index_copy_(1, metadata.slot_mapping, k.transpose(0, 1))
-        value_cache.index_copy_(1, metadata.slot_mapping, v.transpose(0, 1))
         # [kv_heads, num_blocks, block_size, head_dim]: a view, so gathers copy whole blocks.
         num_kv_heads, _, head_dim = key_cache.shape
         block_shape = (num_kv_heads, -1, metadata.block_size, head_dim)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from sluice.model.attention.backend import BatchLayout, slot_mapping_for
+from sluice.model.attention.backend import BatchLayout, slot_mapping_for, write_kv
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +72,8 @@ class TorchSdpaBackend:
         metadata: SdpaMetadata,
         scale: float,
     ) -> torch.Tensor:
+        write_kv(kv_cache, metadata.slot_mapping, k, v)
         key_cache, value_cache = kv_cache[0], kv_cache[1]
-        key_cache.index_copy_(1, metadata.slot_mapping, k.transpose(0, 1))
-        value_cache.index_copy_(1, metadata.slot_mapping, v.transpose(0, 1))
         num_requests = metadata.context_slots.shape[0]
         num_heads, head_dim = q.shape[1], q.shape[2]
         # [requests, kv_heads, max_context, dim]

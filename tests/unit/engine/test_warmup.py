@@ -13,6 +13,7 @@ from sluice.engine.warmup import Warmup, kv_capacity_tokens, warm_up
 from sluice.model.attention.paged import PagedAttentionBackend
 from sluice.model.kv_cache import KVCacheSpec
 from sluice.model.loader import load_model, read_hf_config
+from tests.model.tiny_config import TINY
 
 CPU = torch.device("cpu")
 SPEC = KVCacheSpec(num_layers=2, num_kv_heads=2, head_dim=16, dtype=torch.float32)
@@ -21,15 +22,7 @@ SPEC = KVCacheSpec(num_layers=2, num_kv_heads=2, head_dim=16, dtype=torch.float3
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> torch.nn.Module:
     path: Path = tmp_path_factory.mktemp("tiny-llama")
-    config = LlamaConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=256,
-        max_position_embeddings=300,
-    )
+    config = LlamaConfig(**{**TINY, "max_position_embeddings": 300})
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(path)
     backend = PagedAttentionBackend()
