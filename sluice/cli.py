@@ -166,6 +166,13 @@ SERVE_FLAGS = (
         int,
     ),
     Flag(
+        "--speculate",
+        "SPECULATE",
+        "scheduler.speculate",
+        "draft tokens per request and step, from n-gram lookup (default: 0, off)",
+        int,
+    ),
+    Flag(
         "--waiting-served-ratio",
         "WAITING_SERVED_RATIO",
         "scheduler.waiting_served_ratio",

@@ -47,6 +47,9 @@ class SchedulerConfig:
     waiting_served_ratio: float = 0.3
     """TGI's; like TGI with chunked prefill (always on in sluice), accepted and not used."""
     max_waiting_tokens: int = 20
+    speculate: int = 0
+    """Draft tokens per request and step, verified in the same forward pass (TGI's
+    `--speculate`); 0 turns speculation off. Drafts come from n-gram lookup."""
     """TGI's; like TGI with chunked prefill (always on in sluice), accepted and not used."""
 
 
@@ -136,6 +139,8 @@ def check_config(config: SluiceConfig) -> None:
     _require_positive("--max-concurrent-requests", sched.max_concurrent_requests)
     _require_positive("--max-batch-prefill-tokens", sched.max_batch_prefill_tokens)
     _require_positive("--max-waiting-tokens", sched.max_waiting_tokens)
+    if sched.speculate < 0:
+        raise ConfigError(f"`--speculate` must be >= 0; got {sched.speculate}")
     if sched.waiting_served_ratio < 0:
         raise ConfigError(
             f"`--waiting-served-ratio` must be >= 0; got {sched.waiting_served_ratio}"

@@ -14,6 +14,7 @@ from transformers import PretrainedConfig
 from sluice.config import SchedulerConfig, SluiceConfig, derive_limits
 from sluice.distributed.parallel_context import SINGLE_DEVICE
 from sluice.engine.core import EngineCore
+from sluice.engine.drafts import Drafter
 from sluice.engine.grammar import GrammarMatchers, load_grammar_matchers
 from sluice.engine.kv_cache.manager import KVCacheManager
 from sluice.engine.scheduler import Scheduler, SchedulerLimits
@@ -122,6 +123,7 @@ def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineC
             or PROMPT_TOKENS_WHILE_DECODING[device.type],
         ),
         KVCacheManager(num_blocks, BLOCK_SIZE, prefix_caching=prefix_caching),
+        Drafter(sched_config.speculate) if sched_config.speculate else None,
     )
     ready = EngineReady(limits=limits, dtype=str(dtype).removeprefix("torch."), device=device.type)
     return EngineCore(scheduler, runner, channel, _grammar_matchers(launch, hf_config)), ready

@@ -40,6 +40,8 @@ class Request:
     status: RequestStatus = RequestStatus.WAITING
     finish_reason: FinishReason | None = None
     num_preemptions: int = 0
+    draft_token_ids: tuple[int, ...] = ()
+    """Guesses of the tokens after its last one, verified in the step it is scheduled in."""
 
     @property
     def num_tokens(self) -> int:

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from sluice.engine.drafts import Drafter
 from sluice.engine.kv_cache.manager import KVCacheManager
 from sluice.engine.request import Request, RequestId, RequestStatus
 from sluice.ipc.messages import FinishReason, RequestOutput
@@ -47,9 +48,13 @@ class _StepDraft:
 
 
 class Scheduler:
-    def __init__(self, limits: SchedulerLimits, kv_cache: KVCacheManager) -> None:
+    def __init__(
+        self, limits: SchedulerLimits, kv_cache: KVCacheManager, drafter: Drafter | None = None
+    ) -> None:
         self.limits = limits
         self.kv_cache = kv_cache
+        self.drafter = drafter
+        """Set with `--speculate`: decoding requests bring draft tokens to verify."""
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self._requests: dict[RequestId, Request] = {}
@@ -88,22 +93,28 @@ class Scheduler:
         return plan
 
     def update(self, plan: StepPlan, output: RunnerOutput) -> list[RequestOutput]:
-        """Apply a step's results: advance computed tokens, append samples, finish requests."""
+        """Apply a step's results: advance computed tokens (past the accepted drafts only: the
+        slots of rejected ones are written over later), append samples, finish requests."""
         for scheduled in plan.requests:
             request = self._requests.get(scheduled.request_id)
             if request is not None:
-                request.num_computed_tokens += len(scheduled.token_ids)
-                self.kv_cache.cache_blocks(request)
+                request.num_computed_tokens += len(scheduled.token_ids) - scheduled.num_draft_tokens
         outputs: list[RequestOutput] = []
         for sampled in output.sampled:
             request = self._requests.get(sampled.request_id)
             if request is None:  # aborted while the step ran
                 continue
-            request.output_token_ids.append(sampled.token_id)
-            reason = request.check_finished()
-            if reason is not None:
-                self._finish(request, reason)
-            outputs.append(_request_output(request, sampled, reason))
+            request.num_computed_tokens += len(sampled.accepted_token_ids)
+            if self.drafter is not None and request.output_token_ids:  # a decode step
+                drafted = len(request.draft_token_ids)
+                self.drafter.observe(request.request_id, drafted, len(sampled.accepted_token_ids))
+            request.draft_token_ids = ()
+            self.kv_cache.cache_blocks(request)
+            outputs.append(self._append(request, sampled))
+        for scheduled in plan.requests:  # requests mid-prompt: no sample
+            request = self._requests.get(scheduled.request_id)
+            if request is not None and scheduled.sampling is None:
+                self.kv_cache.cache_blocks(request)
         return outputs
 
     def fail(self, request_id: RequestId, message: str) -> RequestOutput:
@@ -127,9 +138,13 @@ class Scheduler:
         while index < len(self.running) and draft.budget > 0:
             request = self.running[index]
             count = min(request.num_uncomputed_tokens, draft.budget)
-            if not self._make_room(request, count):
+            drafts: tuple[int, ...] = ()
+            if self.drafter is not None and request.num_uncomputed_tokens == 1:
+                drafts = self.drafter.drafts_for(request, draft.budget - 1)
+            if not self._make_room(request, count + len(drafts)):
                 continue  # the request itself was preempted; the list shrank
-            draft.add(request, count)
+            request.draft_token_ids = drafts
+            draft.add(request, count + len(drafts))
             index += 1
 
     def _schedule_waiting(self, draft: _StepDraft) -> None:
@@ -160,10 +175,26 @@ class Scheduler:
     def _preempt(self, request: Request) -> None:
         self.kv_cache.free(request)
         request.num_computed_tokens = 0
+        request.draft_token_ids = ()
         request.status = RequestStatus.WAITING
         request.num_preemptions += 1
         self.num_preemptions += 1
         self.waiting.appendleft(request)
+
+    def _append(self, request: Request, sampled: SampledToken) -> RequestOutput:
+        """Append the step's tokens (accepted drafts, then the sampled one) until one ends the
+        request; tokens after that are dropped, as TGI drops them."""
+        tokens = (*sampled.accepted_token_ids, sampled.token_id)
+        logprobs = (*sampled.accepted_logprobs, sampled.logprob)
+        reason = None
+        for count, token_id in enumerate(tokens, start=1):
+            request.output_token_ids.append(token_id)
+            reason = request.check_finished()
+            if reason is not None:
+                tokens, logprobs = tokens[:count], logprobs[:count]
+                self._finish(request, reason)
+                break
+        return _request_output(request, sampled, list(tokens), list(logprobs), reason)
 
     def _finish(self, request: Request, reason: FinishReason | None) -> None:
         request.status = RequestStatus.FINISHED
@@ -175,36 +206,43 @@ class Scheduler:
             self.waiting.remove(request)
         del self._requests[request.request_id]
         self._finished_ids.append(request.request_id)
+        if self.drafter is not None:
+            self.drafter.drop([request.request_id])
 
     def _describe(self, request: Request, count: int) -> ScheduledRequest:
         start = request.num_computed_tokens
-        samples = start + count == request.num_tokens
+        drafts = request.draft_token_ids
+        known = count - len(drafts)
+        samples = start + known == request.num_tokens
         return ScheduledRequest(
             request_id=request.request_id,
-            token_ids=request.token_ids_from(start, count),
+            token_ids=request.token_ids_from(start, known) + drafts,
             num_computed_tokens=start,
             num_prompt_tokens=len(request.prompt_token_ids),
             block_ids=tuple(request.block_ids),
             sampling=request.sampling if samples else None,
             counts_tokens=request.sampling.has_penalty,
             wants_prompt_logprobs=request.wants_prompt_logprobs,
+            num_draft_tokens=len(drafts),
         )
 
 
 def _request_output(
-    request: Request, sampled: SampledToken, reason: FinishReason | None
+    request: Request,
+    sampled: SampledToken,
+    token_ids: list[int],
+    logprobs: list[float],
+    reason: FinishReason | None,
 ) -> RequestOutput:
     queue_s = None
     if len(request.output_token_ids) == 1 and request.first_scheduled_time is not None:
         queue_s = request.first_scheduled_time - request.arrival_time
     if not sampled.top_token_ids and not sampled.prompt_logprobs:
-        return RequestOutput(
-            request.request_id, [sampled.token_id], [sampled.logprob], reason, queue_s=queue_s
-        )
+        return RequestOutput(request.request_id, token_ids, logprobs, reason, queue_s=queue_s)
     return RequestOutput(
         request.request_id,
-        [sampled.token_id],
-        [sampled.logprob],
+        token_ids,
+        logprobs,
         reason,
         top_token_ids=[list(sampled.top_token_ids)],
         top_logprobs=[list(sampled.top_logprobs)],

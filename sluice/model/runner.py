@@ -14,9 +14,16 @@ from torch import nn
 
 from sluice.model.attention.backend import AttentionBackend, BatchLayout
 from sluice.model.prompt_logprobs import PromptLogprobs
-from sluice.model.sampling.sampler import Sampler, SamplerOutput, TokenHistory, TokenMasks
+from sluice.model.sampling.sampler import (
+    Sampler,
+    SamplerOutput,
+    TokenHistory,
+    TokenMasks,
+    apply_warpers,
+)
 from sluice.model.sampling.token_counts import TokenCounts
 from sluice.model.step import RequestId, RunnerOutput, SampledToken, ScheduledRequest, StepPlan
+from sluice.speculative.rejection import verify_drafts
 
 
 class ModelRunner:
@@ -54,13 +61,46 @@ class ModelRunner:
         sampling = [r for r in requests if r.sampling is not None]
         if not sampling:
             return RunnerOutput(sampled=())
-        last_rows = torch.tensor([len(r.token_ids) for r in requests]).cumsum(0) - 1
+        # Each sampling request's last position, and before it one per draft it verifies.
+        ends = torch.tensor([len(r.token_ids) for r in requests]).cumsum(0).tolist()
         rows = [
             row
-            for row, r in zip(last_rows.tolist(), requests, strict=True)
+            for end, r in zip(ends, requests, strict=True)
             if r.sampling is not None
+            for row in range(end - 1 - r.num_draft_tokens, end)
         ]
         logits = self.model.compute_logits(hidden[torch.tensor(rows, device=self.device)])
+        masks = token_masks.result() if token_masks is not None else None
+        if not any(r.num_draft_tokens for r in sampling):
+            return RunnerOutput(sampled=self._sample(sampling, logits, masks))
+        plain_rows, plain, drafted_rows, drafted = [], [], [], []
+        plain_index: dict[int, int] = {}  # position among `sampling` -> among `plain`
+        row = 0
+        for position, r in enumerate(sampling):
+            if r.num_draft_tokens:
+                drafted_rows.extend(range(row, row + r.num_draft_tokens + 1))
+                drafted.append(r)
+            else:
+                plain_index[position] = len(plain)
+                plain_rows.append(row)
+                plain.append(r)
+            row += r.num_draft_tokens + 1
+        sampled = self._verify(drafted, logits[torch.tensor(drafted_rows, device=self.device)])
+        if plain:  # drafted requests have no grammar: every mask row is a plain request's
+            plain_logits = logits[torch.tensor(plain_rows, device=self.device)]
+            if masks is not None:
+                masks = TokenMasks(tuple(plain_index[r] for r in masks.rows), masks.bitmask)
+            sampled += self._sample(plain, plain_logits, masks)
+        by_id = {token.request_id: token for token in sampled}
+        return RunnerOutput(sampled=tuple(by_id[r.request_id] for r in sampling))
+
+    def _sample(
+        self,
+        sampling: Sequence[ScheduledRequest],
+        logits: torch.Tensor,
+        masks: TokenMasks | None,
+    ) -> tuple[SampledToken, ...]:
+        """One token per request, from the logits of its last position."""
         params = [r.sampling for r in sampling if r.sampling is not None]
         generators = [self._generator_for(r) for r in sampling]
         marked = any(p.watermark is not None for p in params)
@@ -70,9 +110,37 @@ class ModelRunner:
             generators,
             history=self._history(sampling),
             previous_token_ids=[r.token_ids[-1] for r in sampling] if marked else (),
-            allowed=token_masks.result() if token_masks is not None else None,
+            allowed=masks,
         )
-        return RunnerOutput(sampled=self._sampled_tokens(sampling, out))
+        return self._sampled_tokens(sampling, out)
+
+    def _verify(
+        self, drafted: Sequence[ScheduledRequest], logits: torch.Tensor
+    ) -> tuple[SampledToken, ...]:
+        """Accept or reject the drafts of each request (n-gram drafts: a point mass each) from
+        the logits of its draft positions and the one after them."""
+        params = [r.sampling for r in drafted if r.sampling is not None]
+        num_rows = [r.num_draft_tokens + 1 for r in drafted]
+        row_params = [p for p, n in zip(params, num_rows, strict=True) for _ in range(n)]
+        warped = logits if all(p.is_greedy for p in params) else apply_warpers(logits, row_params)
+        verified = verify_drafts(
+            warped,
+            [r.token_ids[-r.num_draft_tokens :] for r in drafted],
+            params,
+            [self._generator_for(r) for r in drafted],
+        )
+        return tuple(
+            SampledToken(
+                r.request_id,
+                token_ids[-1],
+                logprobs[-1],
+                accepted_token_ids=tuple(token_ids[:-1]),
+                accepted_logprobs=tuple(logprobs[:-1]),
+            )
+            for r, token_ids, logprobs in zip(
+                drafted, verified.token_ids, verified.logprobs, strict=True
+            )
+        )
 
     def forward(self, plan: StepPlan) -> torch.Tensor:
         """Run the model over the plan's tokens. Returns hidden states [num_tokens, hidden]."""

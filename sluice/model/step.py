@@ -29,6 +29,9 @@ class ScheduledRequest:
     wants_prompt_logprobs: bool = False
     """The runner computes logits at this step's prompt positions and hands the prompt's
     logprobs over with the first sampled token. Cleared once that token exists."""
+    num_draft_tokens: int = 0
+    """The last this many of `token_ids` are drafts: the runner verifies them and samples at
+    each of the last num_draft_tokens + 1 positions."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,9 @@ class SampledToken:
     prompt_logprobs: tuple[float, ...] = ()
     """On the first token of a request that wants them: the logprob of each prompt token after
     the first (NaN where unknown)."""
+    accepted_token_ids: tuple[int, ...] = ()
+    """Drafts the target model kept, which come before `token_id`."""
+    accepted_logprobs: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,7 +87,7 @@ class Sampler:
         if allowed is not None:  # after the penalties, before the warpers (contract 6.1)
             apply_token_bitmask(logits, allowed.rows, allowed.bitmask)
         if not all(p.is_greedy for p in params):
-            logits = _apply_filters(logits, params)
+            logits = apply_warpers(logits, params)
             token_ids = _sample(logits, params, generators)
         else:
             token_ids = logits.argmax(dim=-1)
@@ -140,7 +140,7 @@ def _top_tokens(
     return TopTokens(token_ids, logprobs)
 
 
-def _apply_filters(logits: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:
+def apply_warpers(logits: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:
     """Temperature, top-k, top-p, then typical-p; greedy rows pass through unchanged."""
     device = logits.device
     sampled = torch.tensor([not p.is_greedy for p in params], device=device)

@@ -1,0 +1,51 @@
+"""Which draft tokens a decoding request brings to its next step (`--speculate N`): n-gram
+lookup over its own prompt and output, as many as its acceptance record allows.
+
+Only plain requests draft: a grammar, a penalty, a watermark, top tokens or prompt logprobs
+make each position's processing depend on the tokens before it, which the one-pass verify of
+model/runner.py does not model; those requests decode a token per step as before."""
+
+from collections.abc import Iterable
+
+from sluice.engine.request import Request, RequestId
+from sluice.speculative.adaptive import AcceptanceTracker, DraftPolicy
+from sluice.speculative.ngram import NgramProposer
+
+
+class Drafter:
+    def __init__(self, num_speculative_tokens: int) -> None:
+        self.proposer = NgramProposer()
+        self.tracker = AcceptanceTracker(DraftPolicy(num_speculative_tokens))
+
+    def drafts_for(self, request: Request, budget: int) -> tuple[int, ...]:
+        """Drafts for a request about to decode, at most `budget` of them and never past its
+        last allowed token."""
+        if not _may_draft(request):
+            return ()
+        remaining = request.sampling.max_new_tokens - len(request.output_token_ids) - 1
+        limit = min(self.tracker.num_drafts(request.request_id), remaining, budget)
+        if limit <= 0:
+            return ()
+        return self.proposer.propose(
+            request.request_id, request.prompt_token_ids, request.output_token_ids, limit
+        )
+
+    def observe(self, request_id: RequestId, num_drafted: int, num_accepted: int) -> None:
+        """Record a decode step of the request, drafted or not (a pause counts steps)."""
+        self.tracker.observe(request_id, num_drafted, num_accepted)
+
+    def drop(self, request_ids: Iterable[RequestId]) -> None:
+        ids = list(request_ids)
+        self.proposer.drop(ids)
+        self.tracker.drop(ids)
+
+
+def _may_draft(request: Request) -> bool:
+    sampling = request.sampling
+    return (
+        sampling.grammar is None
+        and not sampling.has_penalty
+        and sampling.watermark is None
+        and sampling.top_n_tokens == 0
+        and not request.wants_prompt_logprobs
+    )

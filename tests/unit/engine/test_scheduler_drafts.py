@@ -1,0 +1,62 @@
+"""Drafts in the scheduler: a decoding request brings n-gram drafts to its step, the computed
+tokens advance past the accepted drafts only, and tokens after the end of a request are
+dropped."""
+
+from sluice.engine.drafts import Drafter
+from sluice.engine.kv_cache.manager import KVCacheManager
+from sluice.engine.request import Request, RequestStatus
+from sluice.engine.scheduler import Scheduler, SchedulerLimits
+from sluice.ipc.messages import FinishReason
+from sluice.model.step import RunnerOutput, SampledToken
+from sluice.sampling_params import SamplingParams
+
+PATTERN = [5, 6, 7, 8] * 4  # n-gram lookup proposes what followed the last tokens before
+
+
+def _decoding(max_new_tokens: int) -> tuple[Scheduler, Request]:
+    """A scheduler with drafts and one request whose prompt is done and first token out."""
+    scheduler = Scheduler(
+        SchedulerLimits(64, max_prompt_tokens_while_decoding=64),
+        KVCacheManager(16, 4, prefix_caching=False),
+        Drafter(3),
+    )
+    request = Request("a", list(PATTERN), SamplingParams(max_new_tokens=max_new_tokens))
+    scheduler.add_request(request)
+    plan = scheduler.schedule()
+    scheduler.update(plan, RunnerOutput((SampledToken("a", 5, -0.1),)))
+    return scheduler, request
+
+
+def test_a_decoding_request_brings_drafts_and_keeps_only_the_accepted_ones() -> None:
+    scheduler, request = _decoding(max_new_tokens=10)
+
+    plan = scheduler.schedule()
+
+    (scheduled,) = plan.requests
+    assert scheduled.num_draft_tokens == 3
+    assert scheduled.token_ids == (5, 6, 7, 8)  # the last token, then drafts 6, 7, 8
+    assert scheduled.sampling is not None
+    # The target keeps drafts 6 and 7, and replaces 8 with 9.
+    sampled = SampledToken("a", 9, -0.3, accepted_token_ids=(6, 7), accepted_logprobs=(-0.1, -0.2))
+    (output,) = scheduler.update(plan, RunnerOutput((sampled,)))
+    assert output.token_ids == [6, 7, 9]
+    assert output.logprobs == [-0.1, -0.2, -0.3]
+    assert request.output_token_ids == [5, 6, 7, 9]
+    # Computed: the prompt, the first token and the two accepted drafts; 9 comes next step.
+    assert request.num_computed_tokens == len(PATTERN) + 3
+    assert request.num_uncomputed_tokens == 1
+
+
+def test_tokens_past_the_end_of_a_request_are_dropped() -> None:
+    scheduler, request = _decoding(max_new_tokens=3)
+
+    plan = scheduler.schedule()
+    (scheduled,) = plan.requests
+    assert scheduled.num_draft_tokens == 1  # only one more token may follow the draft
+    sampled = SampledToken("a", 7, -0.2, accepted_token_ids=(6,), accepted_logprobs=(-0.1,))
+    (output,) = scheduler.update(plan, RunnerOutput((sampled,)))
+
+    assert output.token_ids == [6, 7]
+    assert output.finish_reason is FinishReason.LENGTH
+    assert request.status is RequestStatus.FINISHED
+    assert request.output_token_ids == [5, 6, 7]
