@@ -1,7 +1,7 @@
 """Prometheus collectors, with TGI's metric names, types and buckets where TGI has the metric;
 sluice's own additions are prefixed `sluice_`."""
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 from prometheus_client.utils import floatToGoString
 
 from sluice.api.request_timer import RequestTimer
@@ -95,6 +95,19 @@ class ServerMetrics:
             "Prefix cache hit tokens / queried tokens since start",
             registry=r,
         )
+        self.request_skipped_tokens = Summary(
+            "tgi_request_skipped_tokens",
+            "Speculative tokens accepted per request and step",
+            registry=r,
+        )
+        self.speculative_draft_tokens = Counter(
+            "sluice_speculative_draft_tokens", "Draft tokens verified (--speculate)", registry=r
+        )
+        self.speculative_accepted_tokens = Counter(
+            "sluice_speculative_accepted_tokens",
+            "Draft tokens the model accepted (--speculate)",
+            registry=r,
+        )
         self._engine_totals: dict[Counter, int] = {}
         """The engine's running totals as last seen, per counter that follows one."""
 
@@ -160,6 +173,11 @@ class ServerMetrics:
         self._follow_total(self.prefix_cache_hit_tokens, stats.prefix_cache_hit_tokens)
         queried = stats.prefix_cache_queried_tokens
         self.prefix_cache_hit_rate.set(stats.prefix_cache_hit_tokens / queried if queried else 0)
+        if stats.num_draft_tokens:
+            self.speculative_draft_tokens.inc(stats.num_draft_tokens)
+            self.speculative_accepted_tokens.inc(sum(stats.accepted_drafts))
+            for accepted in stats.accepted_drafts:
+                self.request_skipped_tokens.observe(accepted)
 
     def _follow_total(self, counter: Counter, total: int) -> None:
         """Advance `counter` by what the engine's running `total` gained since the last step."""

@@ -85,7 +85,9 @@ class EngineCore:
             refused = self.grammars.advance(output.sampled)
             outputs += [self.scheduler.fail(request_id, e) for request_id, e in refused.items()]
             self.grammars.drop(o.request_id for o in outputs if o.finish_reason or o.error)
-        stats = self._stats(plan, time.perf_counter() - started, num_failed=len(errors))
+        stats = self._stats(
+            plan, ran, output, time.perf_counter() - started, num_failed=len(errors)
+        )
         self.num_steps += 1
         return StepOutputs(outputs=outputs, stats=stats)
 
@@ -132,9 +134,18 @@ class EngineCore:
         self.grammars.drop(plan.finished_request_ids)  # aborted ones
         return self.grammars.masks_in_background(plan)
 
-    def _stats(self, plan: StepPlan, duration_s: float, *, num_failed: int) -> StepStats:
+    def _stats(
+        self,
+        plan: StepPlan,
+        ran: StepPlan,
+        output: RunnerOutput,
+        duration_s: float,
+        *,
+        num_failed: int,
+    ) -> StepStats:
         prompt_tokens = plan.num_prompt_tokens
         kv_cache = self.scheduler.kv_cache
+        drafted = {r.request_id for r in ran.requests if r.num_draft_tokens}
         return StepStats(
             step_index=self.num_steps,
             num_requests=len(plan.requests),
@@ -150,4 +161,8 @@ class EngineCore:
             num_preemptions=self.scheduler.num_preemptions,
             prefix_cache_queried_tokens=kv_cache.stats.queried_tokens,
             prefix_cache_hit_tokens=kv_cache.stats.hit_tokens,
+            num_draft_tokens=sum(r.num_draft_tokens for r in ran.requests),
+            accepted_drafts=[
+                len(t.accepted_token_ids) for t in output.sampled if t.request_id in drafted
+            ],
         )

@@ -76,6 +76,10 @@ class StepStats(msgspec.Struct, frozen=True):
     """Known tokens of the requests looked up in the prefix cache at admission, since start."""
     prefix_cache_hit_tokens: int = 0
     """Of those, the tokens found cached (their K/V reused, not computed), since start."""
+    num_draft_tokens: int = 0
+    """Draft tokens verified in this step (`--speculate`)."""
+    accepted_drafts: list[int] = []
+    """Per request that verified drafts in this step: how many it kept."""
 
 
 class StepOutputs(msgspec.Struct, frozen=True, tag="step"):

@@ -65,3 +65,18 @@ def test_server_metrics_hit_rate_is_zero_before_any_lookup() -> None:
 
     assert _value(metrics, "sluice_prefix_cache_hit_rate") == 0
     assert _value(metrics, "sluice_preemptions") == 0
+
+
+def test_server_metrics_count_drafts_and_skipped_tokens_per_request() -> None:
+    metrics = ServerMetrics()
+
+    metrics.observe_step(_STATS)  # a step without drafts observes nothing
+    metrics.observe_step(
+        msgspec.structs.replace(_STATS, num_draft_tokens=7, accepted_drafts=[3, 0])
+    )
+    metrics.observe_step(msgspec.structs.replace(_STATS, num_draft_tokens=4, accepted_drafts=[4]))
+
+    assert _value(metrics, "sluice_speculative_draft_tokens") == 11
+    assert _value(metrics, "sluice_speculative_accepted_tokens") == 7
+    assert _value(metrics, "tgi_request_skipped_tokens_count") == 3
+    assert _value(metrics, "tgi_request_skipped_tokens_sum") == 7
