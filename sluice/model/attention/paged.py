@@ -15,6 +15,11 @@ import torch.nn.functional as F
 
 from sluice.model.attention.backend import BatchLayout, slot_mapping_for, write_kv
 
+MAX_QUERIES_AS_DECODES = 8
+"""A request computing this few tokens after cached ones (a speculative verify, a short tail of
+a prompt) attends like that many decodes, one query each over its own causal context: the
+same arithmetic as decoding those tokens one by one, so drafts verified in bfloat16 give
+exactly the tokens decoding would have."""
 MAX_CONTEXT_RATIO_IN_A_GROUP = 2
 MIN_PADDING_FOR_A_NEW_GROUP = 256
 """Decodes attend in groups of similar context length, each padded to its longest: one long
@@ -61,27 +66,25 @@ class PagedMetadata:
 
 class PagedAttentionBackend:
     def build_metadata(self, layout: BatchLayout, device: torch.device) -> PagedMetadata:
-        decode_rows: list[int] = []
-        decode_requests: list[int] = []
         chunks: list[PromptChunk] = []
+        queries: list[_Query] = []
         row = 0
-        for index, count in enumerate(layout.query_lens):
-            if count == 1:
-                decode_rows.append(row)
-                decode_requests.append(index)
+        for index, (start, count) in enumerate(
+            zip(layout.num_computed_tokens, layout.query_lens, strict=True)
+        ):
+            if count == 1 or (start > 0 and count <= MAX_QUERIES_AS_DECODES):
+                queries += [_Query(index, row + j, start + j + 1) for j in range(count)]
             else:
                 chunks.append(_prompt_chunk(layout, index, row, device))
             row += count
-        groups = _group_by_context(layout, list(zip(decode_requests, decode_rows, strict=True)))
-        if len(groups) == 1 and len(decode_requests) == len(layout.query_lens):
-            decodes = (_decode_batch(layout, decode_requests, None, device),)
+        groups = _group_by_context(queries)
+        in_order = [query.row for query in queries] == list(range(row))
+        if len(groups) == 1 and in_order:
+            decodes = (_decode_batch(layout, groups[0], None, device),)
         else:
             decodes = tuple(
                 _decode_batch(
-                    layout,
-                    [index for index, _ in group],
-                    torch.tensor([row for _, row in group], device=device),
-                    device,
+                    layout, group, torch.tensor([q.row for q in group], device=device), device
                 )
                 for group in groups
             )
@@ -126,38 +129,41 @@ class PagedAttentionBackend:
         return out
 
 
-def _group_by_context(
-    layout: BatchLayout, decodes: list[tuple[int, int]]
-) -> list[list[tuple[int, int]]]:
-    """(request index, row) pairs of the decodes, grouped by context length (see
-    MAX_CONTEXT_RATIO_IN_A_GROUP); each group keeps batch order inside."""
+@dataclass(frozen=True, slots=True)
+class _Query:
+    """One query attended the decode way: a request's row and the context it sees."""
 
-    def context_len(index: int) -> int:
-        return layout.num_computed_tokens[index] + 1
+    request: int
+    row: int
+    context_len: int
 
-    groups: list[list[tuple[int, int]]] = []
+
+def _group_by_context(queries: list[_Query]) -> list[list[_Query]]:
+    """The queries grouped by context length (see MAX_CONTEXT_RATIO_IN_A_GROUP); each group
+    keeps batch order inside."""
+    groups: list[list[_Query]] = []
     shortest = 0
-    for pair in sorted(decodes, key=lambda pair: context_len(pair[0])):
-        length = context_len(pair[0])
+    for query in sorted(queries, key=lambda query: query.context_len):
+        length = query.context_len
         fits = length <= max(
             MAX_CONTEXT_RATIO_IN_A_GROUP * shortest, shortest + MIN_PADDING_FOR_A_NEW_GROUP
         )
         if not groups or not fits:
             groups.append([])
             shortest = length
-        groups[-1].append(pair)
-    return [sorted(group) for group in groups]
+        groups[-1].append(query)
+    return [sorted(group, key=lambda query: query.row) for group in groups]
 
 
 def _decode_batch(
-    layout: BatchLayout, requests: list[int], rows: torch.Tensor | None, device: torch.device
+    layout: BatchLayout, queries: list[_Query], rows: torch.Tensor | None, device: torch.device
 ) -> DecodeBatch:
-    context_lens = [layout.num_computed_tokens[i] + 1 for i in requests]
+    context_lens = [query.context_len for query in queries]
     size = layout.block_size
     max_blocks = -(-max(context_lens) // size)
-    table = torch.zeros(len(requests), max_blocks, dtype=torch.long)
-    for position, index in enumerate(requests):
-        used = layout.block_tables[index][:max_blocks]
+    table = torch.zeros(len(queries), max_blocks, dtype=torch.long)
+    for position, query in enumerate(queries):
+        used = layout.block_tables[query.request][:max_blocks]
         table[position, : len(used)] = torch.tensor(used, dtype=torch.long)
     key_positions = torch.arange(max_blocks * size)
     key_mask = key_positions[None, :] < torch.tensor(context_lens)[:, None]

@@ -22,9 +22,15 @@ PROMPT = BatchLayout(
     query_lens=[6], num_computed_tokens=[0], block_tables=[[5, 6]], block_size=BLOCK_SIZE
 )
 DECODES_AROUND_A_CHUNK = BatchLayout(  # decodes before and after a chunk: scattered rows
-    query_lens=[1, 4, 1, 1],
+    query_lens=[1, 10, 1, 1],
     num_computed_tokens=[9, 2, 0, 4],
-    block_tables=[[1, 2, 3], [4, 5], [6], [7, 8]],
+    block_tables=[[1, 2, 3], [4, 5, 16], [6], [7, 8]],
+    block_size=BLOCK_SIZE,
+)
+A_VERIFY_BESIDE_DECODES = BatchLayout(  # 3 drafts + 1 verified after 6 tokens, and a decode
+    query_lens=[4, 1],
+    num_computed_tokens=[6, 2],
+    block_tables=[[20, 21, 22], [23]],
     block_size=BLOCK_SIZE,
 )
 DECODES_OF_MIXED_LENGTHS = BatchLayout(  # contexts 2, 259 and 3: two groups, rows out of order
@@ -39,6 +45,7 @@ ALL_LAYOUTS = {
     "prompt": PROMPT,
     "decodes_around_a_chunk": DECODES_AROUND_A_CHUNK,
     "decodes_of_mixed_lengths": DECODES_OF_MIXED_LENGTHS,
+    "a_verify_beside_decodes": A_VERIFY_BESIDE_DECODES,
 }
 
 

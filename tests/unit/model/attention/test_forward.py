@@ -107,14 +107,24 @@ def test_paged_metadata_splits_decodes_from_prompt_chunks() -> None:
 
     (decodes,) = metadata.decodes
     assert decodes.rows is not None
-    assert decodes.rows.tolist() == [0, 5, 6]  # the chunk holds rows 1..4
+    assert decodes.rows.tolist() == [0, 11, 12]  # the chunk holds rows 1..10
     assert decodes.block_table.tolist() == [[1, 2, 3], [6, 0, 0], [7, 8, 0]]
     assert decodes.key_mask.sum(dim=1).tolist() == [10, 1, 5]
     (chunk,) = metadata.chunks
-    assert chunk.rows == slice(1, 5)
-    assert chunk.context_len == 6
+    assert chunk.rows == slice(1, 11)
+    assert chunk.context_len == 12
     assert chunk.causal_mask is not None  # it starts after 2 cached tokens
-    assert chunk.causal_mask.sum(dim=1).tolist() == [3, 4, 5, 6]
+    assert chunk.causal_mask.sum(dim=1).tolist() == list(range(3, 13))
+
+
+def test_paged_metadata_attends_a_short_chunk_after_cached_tokens_as_decodes() -> None:
+    metadata = PagedAttentionBackend().build_metadata(ALL_LAYOUTS["a_verify_beside_decodes"], CPU)
+
+    (decodes,) = metadata.decodes  # one query per verified position, as decoding would
+    assert metadata.chunks == ()
+    assert decodes.rows is None  # rows 0..4 in order
+    assert decodes.key_mask.sum(dim=1).tolist() == [7, 8, 9, 10, 3]
+    assert decodes.block_table.tolist() == [[20, 21, 22]] * 4 + [[23, 0, 0]]
 
 
 def test_paged_metadata_groups_decodes_by_context_length() -> None:
