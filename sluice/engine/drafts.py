@@ -1,5 +1,6 @@
 """Which draft tokens a decoding request brings to its next step (`--speculate N`): n-gram
-lookup over its own prompt and output, as many as its acceptance record allows.
+lookup over its own prompt and output, as many as its acceptance record and the step's size
+allow.
 
 Only plain requests draft: a grammar, a penalty, a watermark, top tokens or prompt logprobs
 make each position's processing depend on the tokens before it, which the one-pass verify of
@@ -13,9 +14,18 @@ from sluice.speculative.ngram import NgramProposer
 
 
 class Drafter:
-    def __init__(self, num_speculative_tokens: int) -> None:
+    def __init__(self, num_speculative_tokens: int, max_step_tokens: int) -> None:
         self.proposer = NgramProposer()
         self.tracker = AcceptanceTracker(DraftPolicy(num_speculative_tokens))
+        self.max_step_tokens = max_step_tokens
+        """Drafts only while a step's decodes and drafts stay within this many tokens: while
+        a step's time hardly grows with its tokens (reading the weights dominates), a draft
+        is nearly free; once compute dominates, every rejected draft costs as much as a
+        token, and a full batch gains nothing from drafts."""
+
+    def draft_budget(self, num_decoding: int) -> int:
+        """Draft tokens the next step may verify beside `num_decoding` decodes."""
+        return max(0, self.max_step_tokens - num_decoding)
 
     def drafts_for(self, request: Request, budget: int) -> tuple[int, ...]:
         """Drafts for a request about to decode, at most `budget` of them and never past its

@@ -49,7 +49,7 @@ def _generate(
 ) -> tuple[list[list[int]], int]:
     """Outputs of all requests run together, and how many drafts were accepted. `run` keeps
     request ids apart: the runner keeps a seeded request's generator under its id."""
-    drafter = Drafter(speculate) if speculate else None
+    drafter = Drafter(speculate, max_step_tokens=64) if speculate else None
     scheduler = Scheduler(
         SchedulerLimits(512, max_prompt_tokens_while_decoding=512),
         KVCacheManager(NUM_BLOCKS, BLOCK_SIZE, prefix_caching=False),

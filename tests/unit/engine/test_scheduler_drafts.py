@@ -18,7 +18,7 @@ def _decoding(max_new_tokens: int) -> tuple[Scheduler, Request]:
     scheduler = Scheduler(
         SchedulerLimits(64, max_prompt_tokens_while_decoding=64),
         KVCacheManager(16, 4, prefix_caching=False),
-        Drafter(3),
+        Drafter(3, max_step_tokens=64),
     )
     request = Request("a", list(PATTERN), SamplingParams(max_new_tokens=max_new_tokens))
     scheduler.add_request(request)
@@ -60,3 +60,25 @@ def test_tokens_past_the_end_of_a_request_are_dropped() -> None:
     assert output.finish_reason is FinishReason.LENGTH
     assert request.status is RequestStatus.FINISHED
     assert request.output_token_ids == [5, 6, 7]
+
+
+def test_a_step_drafts_only_while_it_stays_small() -> None:
+    scheduler = Scheduler(
+        SchedulerLimits(128, max_prompt_tokens_while_decoding=64),
+        KVCacheManager(64, 4, prefix_caching=False),
+        Drafter(3, max_step_tokens=8),
+    )
+    requests = [
+        Request(f"r{i}", list(PATTERN), SamplingParams(max_new_tokens=20)) for i in range(6)
+    ]
+    for request in requests:
+        scheduler.add_request(request)
+    plan = scheduler.schedule()
+    tokens = RunnerOutput(tuple(SampledToken(r.request_id, 5, -0.1) for r in requests))
+    scheduler.update(plan, tokens)
+
+    plan = scheduler.schedule()
+
+    # Six decodes leave room for two drafts in an 8-token step: the oldest request takes them.
+    assert [r.num_draft_tokens for r in plan.requests] == [2, 0, 0, 0, 0, 0]
+    assert plan.num_tokens == 8
