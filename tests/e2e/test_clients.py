@@ -61,12 +61,13 @@ def test_inference_client_text_generation(fp32_server: SluiceServer) -> None:
     assert "".join(chunks) == text
 
 
-def test_compat_route_defaults_to_the_full_text(server: SluiceServer) -> None:
+def test_compat_route_defaults_to_the_full_text(fp32_server: SluiceServer) -> None:
+    # float32: the repeat finds the prompt cached; bfloat16 may round its tail differently.
     """POST / prepends the prompt unless told otherwise, as TGI does for a model whose Hub
     pipeline tag is text-generation or unknown; the response is a one-element array."""
     body = {"inputs": PROMPTS[3], "parameters": {"max_new_tokens": 8}}
-    (compat,) = httpx.post(f"{server.url}/", json=body, timeout=60).json()
-    native = httpx.post(f"{server.url}/generate", json=body, timeout=60).json()
+    (compat,) = httpx.post(f"{fp32_server.url}/", json=body, timeout=60).json()
+    native = httpx.post(f"{fp32_server.url}/generate", json=body, timeout=60).json()
     assert compat["generated_text"] == PROMPTS[3] + native["generated_text"]
 
 

@@ -51,16 +51,17 @@ def _chunks(payloads: list[str]) -> list[dict[str, Any]]:
     return [json.loads(payload) for payload in payloads[:-1]]
 
 
-def test_chat_greedy_equals_native_generate(server: SluiceServer) -> None:
-    tokenized = _post(server, "/chat_tokenize", {"messages": QUESTION}).json()
+def test_chat_greedy_equals_native_generate(fp32_server: SluiceServer) -> None:
+    # float32: the repeat finds the prompt cached; bfloat16 may round its tail differently.
+    tokenized = _post(fp32_server, "/chat_tokenize", {"messages": QUESTION}).json()
     templated = tokenized["templated_text"]
     assert templated.endswith(
         "<|im_start|>user\nWhat is a sluice?<|im_end|>\n<|im_start|>assistant\n"
     )
     native_body = {"inputs": templated, "parameters": {"max_new_tokens": 24, "details": True}}
-    native = _post(server, "/generate", native_body).json()
+    native = _post(fp32_server, "/generate", native_body).json()
     chat_body = {"model": "tgi", "messages": QUESTION, "max_tokens": 24, "temperature": 0}
-    response = _post(server, "/v1/chat/completions", chat_body)
+    response = _post(fp32_server, "/v1/chat/completions", chat_body)
     assert response.status_code == 200
     chat = response.json()
     assert list(chat) == [
@@ -80,16 +81,17 @@ def test_chat_greedy_equals_native_generate(server: SluiceServer) -> None:
     }
 
 
-def test_chat_stream_concatenates_to_the_content(server: SluiceServer) -> None:
+def test_chat_stream_concatenates_to_the_content(fp32_server: SluiceServer) -> None:
+    # float32: the repeat finds the prompt cached; bfloat16 may round its tail differently.
     body = {"messages": QUESTION, "max_tokens": 16, "temperature": 0, "stream": True}
-    chunks = _chunks(_sse(server, "/v1/chat/completions", body))
+    chunks = _chunks(_sse(fp32_server, "/v1/chat/completions", body))
     assert all(c["object"] == "chat.completion.chunk" and c["id"] == "" for c in chunks)
     assert all(c["usage"] is None for c in chunks)
     assert all(c["choices"][0]["delta"]["role"] == "assistant" for c in chunks)
     assert [c["choices"][0]["finish_reason"] for c in chunks[:-1]] == [None] * (len(chunks) - 1)
     assert chunks[-1]["choices"][0]["finish_reason"] in ("length", "stop")
     streamed = "".join(c["choices"][0]["delta"]["content"] for c in chunks)
-    whole = _post(server, "/v1/chat/completions", {**body, "stream": False}).json()
+    whole = _post(fp32_server, "/v1/chat/completions", {**body, "stream": False}).json()
     assert streamed == whole["choices"][0]["message"]["content"]
 
 

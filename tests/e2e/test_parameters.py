@@ -153,13 +153,15 @@ def test_decoder_input_details_lists_prompt_tokens_with_logprobs(
 
 
 def test_watermark_adds_delta_to_tgi_green_list(
-    server: SluiceServer, tokenizer: PreTrainedTokenizerBase, vocab_size: int
+    fp32_server: SluiceServer, tokenizer: PreTrainedTokenizerBase, vocab_size: int
 ) -> None:
+    """float32: the second request finds the prompt in the prefix cache and computes only its
+    tail, whose bfloat16 logits may differ from a full prefill's by a rounding step."""
     inputs = CHAT.format("Tell me a story about a dragon who loves to bake bread.")
     green = _green_list(tokenizer(inputs)["input_ids"][-1], vocab_size)
 
-    plain = _first_top_logprobs(server, inputs)
-    marked = _first_top_logprobs(server, inputs, watermark=True)
+    plain = _first_top_logprobs(fp32_server, inputs)
+    marked = _first_top_logprobs(fp32_server, inputs, watermark=True)
 
     # Between two tokens, the normaliser cancels: shifts differ by delta (2.0) or not at all.
     common = sorted(set(plain) & set(marked))
