@@ -62,9 +62,9 @@ def test_inference_client_text_generation(fp32_server: SluiceServer) -> None:
 
 
 def test_compat_route_defaults_to_the_full_text(fp32_server: SluiceServer) -> None:
-    # float32: the repeat finds the prompt cached; bfloat16 may round its tail differently.
     """POST / prepends the prompt unless told otherwise, as TGI does for a model whose Hub
-    pipeline tag is text-generation or unknown; the response is a one-element array."""
+    pipeline tag is text-generation or unknown; the response is a one-element array. In
+    float32: the repeat finds the prompt cached, and bfloat16 may round its tail differently."""
     body = {"inputs": PROMPTS[3], "parameters": {"max_new_tokens": 8}}
     (compat,) = httpx.post(f"{fp32_server.url}/", json=body, timeout=60).json()
     native = httpx.post(f"{fp32_server.url}/generate", json=body, timeout=60).json()
