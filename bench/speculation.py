@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 @dataclasses.dataclass(frozen=True, slots=True)
 class ServerRun:
     w3: SingleStreamRun
+    w3_answer: SingleStreamRun
+    """W3 with EOS honoured: the answer alone, the part that repeats the prompt."""
     w1: SingleStreamRun
     w2: ThroughputRun
     texts: dict[str, list[str]]
@@ -69,16 +71,18 @@ def measure(workloads: dict[str, Workload], *flags: str) -> ServerRun:
     with local_server(*flags) as url:
         send(url, Workload("warm-up", ("Hello",), 8), 1)
         w3 = send(url, workloads["w3"], 1)
+        w3_answer = send(url, workloads["w3"], 1, ignore_eos=False)
         w1 = send(url, workloads["w1"], 1)
         w2 = send(url, workloads["w2"], len(workloads["w2"].prompts))
         page = httpx.get(f"{url}/metrics").text
     return ServerRun(
         w3=SingleStreamRun.of(w3),
+        w3_answer=SingleStreamRun.of(w3_answer),
         w1=SingleStreamRun.of(w1),
         w2=ThroughputRun.of(w2),
         texts={
             name: [t.generated_text for t in run.timings]
-            for name, run in (("w3", w3), ("w1", w1), ("w2", w2))
+            for name, run in (("w3", w3), ("w3_answer", w3_answer), ("w1", w1), ("w2", w2))
         },
         draft_tokens=_metric(page, "sluice_speculative_draft_tokens"),
         accepted_tokens=_metric(page, "sluice_speculative_accepted_tokens"),
@@ -93,12 +97,17 @@ def _metric(page: str, name: str) -> float:
     raise SystemExit(f"/metrics has no {name}")
 
 
-def send(url: str, workload: Workload, concurrency: int) -> RunTimings:
+def send(url: str, workload: Workload, concurrency: int, *, ignore_eos: bool = True) -> RunTimings:
     async def run() -> RunTimings:
         limits = httpx.Limits(max_connections=concurrency + 1)
         async with httpx.AsyncClient(timeout=None, limits=limits) as client:
             timings = await run_closed_loop(
-                client, url, workload.prompts, workload.max_new_tokens, concurrency
+                client,
+                url,
+                workload.prompts,
+                workload.max_new_tokens,
+                concurrency,
+                ignore_eos=ignore_eos,
             )
         if timings.errors:
             raise SystemExit(f"{workload.name}: requests failed: {timings.errors[:3]}")
@@ -119,6 +128,7 @@ def check_identical(plain: ServerRun, speculating: ServerRun) -> None:
 def _figures(run: ServerRun) -> dict[str, float]:
     return {
         "w3_decode_tokens_per_s": run.w3.decode_tokens_per_s,
+        "w3_answer_decode_tokens_per_s": run.w3_answer.decode_tokens_per_s,
         "w1_decode_tokens_per_s": run.w1.decode_tokens_per_s,
         "w2_output_tokens_per_s": run.w2.output_tokens_per_s,
         "draft_tokens": run.draft_tokens,
@@ -140,20 +150,24 @@ def render(results: dict[str, Any]) -> str:
         "median (min-max). Greedy outputs of every prompt were identical with and without "
         "speculation in every run (the script stops otherwise).",
         "",
+        "W3 runs twice: with EOS ignored like W1 and W2 (128 tokens, most of them free text after "
+        "the answer), and with EOS honoured (the answer alone, which repeats the prompt).",
+        "",
         "| workload | without tok/s | with tok/s | with / without | target |",
         "|---|---|---|---|---|",
     ]
-    targets = {"w3": ">= 2", "w1": ">= 0.95", "w2": ">= 0.95"}
+    targets = {"W3": ">= 2", "W3, EOS honoured": ">= 2", "W1": ">= 0.95", "W2": ">= 0.95"}
     for name, key in (
-        ("w3", "w3_decode_tokens_per_s"),
-        ("w1", "w1_decode_tokens_per_s"),
-        ("w2", "w2_output_tokens_per_s"),
+        ("W3", "w3_decode_tokens_per_s"),
+        ("W3, EOS honoured", "w3_answer_decode_tokens_per_s"),
+        ("W1", "w1_decode_tokens_per_s"),
+        ("W2", "w2_output_tokens_per_s"),
     ):
         without = [run["plain"][key] for run in runs]
         with_ = [run["speculate"][key] for run in runs]
         ratios = [b / a for a, b in zip(without, with_, strict=True)]
         lines.append(
-            f"| {name.upper()} | {spread(without)} | {spread(with_)} | {spread(ratios, 2)} | "
+            f"| {name} | {spread(without)} | {spread(with_)} | {spread(ratios, 2)} | "
             f"{targets[name]} |"
         )
     rates = [
