@@ -3,7 +3,7 @@
 for a batch of requests that each already hold `--context` tokens in the KV cache.
 
 Usage: .venv/bin/python bench/profile_decode_step.py [--batch 64] [--context 160]
-    [--dtype bfloat16] [--backend paged|reference]
+    [--dtype bfloat16] [--backend paged|reference] [--drafts 0]
 Prints the step time (median of `--steps`), the floor from bytes and FLOPs, and the top operators
 by self CPU time. Nothing else heavy may run meanwhile."""
 
@@ -41,10 +41,13 @@ def main() -> None:
     parser.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES))
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--backend", default="paged", choices=sorted(BACKENDS))
+    parser.add_argument(
+        "--drafts", type=int, default=0, help="draft tokens each request verifies per step"
+    )
     args = parser.parse_args()
     backend = BACKENDS[args.backend]()
-    runner = _build_runner(backend, DTYPES[args.dtype], args.batch, args.context)
-    plan = _decode_plan(args.batch, args.context)
+    runner = _build_runner(backend, DTYPES[args.dtype], args.batch, args.context + args.drafts)
+    plan = _decode_plan(args.batch, args.context, args.drafts)
     runner.execute(_prefill_plan(args.batch, args.context))  # fill the cache once
     for _ in range(2):
         runner.execute(plan)
@@ -103,11 +106,21 @@ def _prefill_plan(batch: int, context: int) -> StepPlan:
     )
 
 
-def _decode_plan(batch: int, context: int) -> StepPlan:
+def _decode_plan(batch: int, context: int, drafts: int) -> StepPlan:
+    """Each request decodes its next token, after `drafts` draft tokens to verify."""
     greedy = SamplingParams(max_new_tokens=1_000_000)
+    tokens = (42,) * (drafts + 1)
     return StepPlan(
         tuple(
-            ScheduledRequest(str(i), (42,), context, context, _blocks(i, context), greedy)
+            ScheduledRequest(
+                str(i),
+                tokens,
+                context,
+                context,
+                _blocks(i, context + drafts),
+                greedy,
+                num_draft_tokens=drafts,
+            )
             for i in range(batch)
         )
     )
