@@ -1,11 +1,15 @@
-"""Drives a ModelRunner directly (no scheduler) for parity tests: one request at a time,
-blocks handed out in order."""
+"""Drives a ModelRunner for parity tests: directly (no scheduler), one request at a time with
+blocks handed out in order; or through the real scheduler, many requests together."""
 
 from pathlib import Path
 
 import torch
 
 from sluice.distributed.parallel_context import SINGLE_DEVICE
+from sluice.engine.drafts import Drafter
+from sluice.engine.kv_cache.manager import KVCacheManager
+from sluice.engine.request import Request
+from sluice.engine.scheduler import Scheduler, SchedulerLimits
 from sluice.model.attention.paged import PagedAttentionBackend
 from sluice.model.kv_cache import KVCacheSpec
 from sluice.model.loader import load_model, read_hf_config
@@ -63,3 +67,36 @@ def greedy_generate(runner: ModelRunner, prompt: list[int], max_new_tokens: int)
         tokens.append(sampled.token_id)
         pending = (sampled.token_id,)
     return tokens[len(prompt) :]
+
+
+def generate(
+    runner: ModelRunner,
+    prompts: list[list[int]],
+    sampling: list[SamplingParams],
+    *,
+    run: str,
+    speculate: int = 0,
+    max_step_tokens: int = 512,
+) -> tuple[list[list[int]], int]:
+    """Outputs of all requests run together by the scheduler, and how many drafts were
+    accepted. `run` keeps request ids apart: the runner keeps a seeded request's generator
+    under its id."""
+    num_blocks = runner.kv_caches[0].shape[2] // BLOCK_SIZE
+    scheduler = Scheduler(
+        SchedulerLimits(max_step_tokens, max_prompt_tokens_while_decoding=max_step_tokens),
+        KVCacheManager(num_blocks, BLOCK_SIZE, prefix_caching=False),
+        Drafter(speculate, max_step_tokens=64) if speculate else None,
+    )
+    requests = [
+        Request(f"{run}-{i}", prompt, params)
+        for i, (prompt, params) in enumerate(zip(prompts, sampling, strict=True))
+    ]
+    for request in requests:
+        scheduler.add_request(request)
+    accepted = 0
+    while scheduler.has_work:
+        plan = scheduler.schedule()
+        output = runner.execute(plan)
+        accepted += sum(len(token.accepted_token_ids) for token in output.sampled)
+        scheduler.update(plan, output)
+    return [r.output_token_ids for r in requests], accepted

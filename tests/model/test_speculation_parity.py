@@ -9,14 +9,10 @@ import torch
 from transformers import AutoTokenizer
 
 from sluice.bench.workloads import load_workload
-from sluice.engine.drafts import Drafter
-from sluice.engine.kv_cache.manager import KVCacheManager
-from sluice.engine.request import Request
-from sluice.engine.scheduler import Scheduler, SchedulerLimits
 from sluice.model.runner import ModelRunner
 from sluice.sampling_params import SamplingParams
 from sluice.weights.sources import resolve_model
-from tests.model.runner_driver import BLOCK_SIZE, build_runner
+from tests.model.runner_driver import build_runner, generate
 
 PROMPTS = [
     "<|im_start|>user\nContinue the pattern.<|im_end|>\n<|im_start|>assistant\n"
@@ -46,44 +42,14 @@ def prompts(tokenizer: AutoTokenizer) -> list[list[int]]:
     return [tokenizer(prompt)["input_ids"] for prompt in PROMPTS]
 
 
-def _generate(
-    runner: ModelRunner,
-    prompts: list[list[int]],
-    sampling: list[SamplingParams],
-    speculate: int,
-    run: str,
-) -> tuple[list[list[int]], int]:
-    """Outputs of all requests run together, and how many drafts were accepted. `run` keeps
-    request ids apart: the runner keeps a seeded request's generator under its id."""
-    drafter = Drafter(speculate, max_step_tokens=64) if speculate else None
-    scheduler = Scheduler(
-        SchedulerLimits(512, max_prompt_tokens_while_decoding=512),
-        KVCacheManager(NUM_BLOCKS, BLOCK_SIZE, prefix_caching=False),
-        drafter,
-    )
-    requests = [
-        Request(f"{run}-{i}", prompt, params)
-        for i, (prompt, params) in enumerate(zip(prompts, sampling, strict=True))
-    ]
-    for request in requests:
-        scheduler.add_request(request)
-    accepted = 0
-    while scheduler.has_work:
-        plan = scheduler.schedule()
-        output = runner.execute(plan)
-        accepted += sum(len(token.accepted_token_ids) for token in output.sampled)
-        scheduler.update(plan, output)
-    return [r.output_token_ids for r in requests], accepted
-
-
 @pytest.mark.slow
 def test_speculation_keeps_greedy_outputs_and_accepts_drafts_on_copy_heavy_prompts(
     runner: ModelRunner, prompts: list[list[int]]
 ) -> None:
     greedy = [SamplingParams(max_new_tokens=MAX_NEW_TOKENS, ignore_eos=True)] * len(prompts)
 
-    plain, none_accepted = _generate(runner, prompts, greedy, speculate=0, run="plain")
-    speculated, accepted = _generate(runner, prompts, greedy, speculate=4, run="speculated")
+    plain, none_accepted = generate(runner, prompts, greedy, run="plain")
+    speculated, accepted = generate(runner, prompts, greedy, run="speculated", speculate=4)
 
     assert none_accepted == 0
     assert accepted >= MAX_NEW_TOKENS // 2  # the pattern goes on: its drafts hold
@@ -99,8 +65,8 @@ def test_seeded_sampled_requests_with_drafts_are_reproducible(
         for i in range(len(prompts))
     ]
 
-    first, accepted = _generate(runner, prompts, sampled, speculate=4, run="first")
-    second, _ = _generate(runner, prompts, sampled, speculate=4, run="second")
+    first, accepted = generate(runner, prompts, sampled, run="first", speculate=4)
+    second, _ = generate(runner, prompts, sampled, run="second", speculate=4)
 
     assert accepted > 0
     assert first == second
@@ -114,8 +80,8 @@ def test_speculation_keeps_bfloat16_greedy_outputs(tokenizer: AutoTokenizer) -> 
 
     for index, text in enumerate(load_workload("w3").prompts[:2]):
         prompt = [tokenizer(text)["input_ids"]]
-        plain, _ = _generate(runner, prompt, greedy, speculate=0, run=f"plain-{index}")
-        speculated, accepted = _generate(runner, prompt, greedy, speculate=4, run=f"spec-{index}")
+        plain, _ = generate(runner, prompt, greedy, run=f"plain-{index}")
+        speculated, accepted = generate(runner, prompt, greedy, run=f"spec-{index}", speculate=4)
 
         assert accepted > 0
         assert speculated == plain, f"W3 prompt {index}"

@@ -11,15 +11,16 @@ one contiguous matrix that the batched matmuls read without another copy."""
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from sluice.model.attention.backend import BatchLayout, slot_mapping_for, write_kv
 
 MAX_QUERIES_AS_DECODES = 8
 """A request computing this few tokens after cached ones (a speculative verify, a short tail of
-a prompt) attends like that many decodes, one query each over its own causal context: the
-same arithmetic as decoding those tokens one by one, so drafts verified in bfloat16 give
-exactly the tokens decoding would have."""
+a prompt) attends like that many decodes, one query each over its own causal context, batched
+with the step's other decodes."""
+MAX_SCORES_PER_HEAD = 1 << 20
+"""A prompt chunk attends in blocks of queries whose scores (queries x visible keys) stay
+within this many per head: 4 MiB each in float32, whatever the prompt's length."""
 MAX_CONTEXT_RATIO_IN_A_GROUP = 2
 MIN_PADDING_FOR_A_NEW_GROUP = 256
 """Decodes attend in groups of similar context length, each padded to its longest: one long
@@ -42,6 +43,18 @@ class DecodeBatch:
 
 
 @dataclass(frozen=True, slots=True)
+class QueryBlock:
+    """Consecutive queries of a prompt chunk, attended together over the keys they can see."""
+
+    rows: slice
+    """Its rows within the chunk."""
+    num_keys: int
+    """Keys 0..num_keys-1 of the context: up to and including its last query's position."""
+    visible: torch.Tensor
+    """[num_queries, num_keys] bool: True where a query sees a key (causal)."""
+
+
+@dataclass(frozen=True, slots=True)
 class PromptChunk:
     """One request computing several tokens: a prompt, or a chunk of one."""
 
@@ -50,9 +63,9 @@ class PromptChunk:
     block_ids: torch.Tensor
     """[num_blocks] int64: the blocks holding its context."""
     context_len: int
-    causal_mask: torch.Tensor | None
-    """[query_len, context_len] bool for a chunk after cached tokens; None for a chunk from
-    position 0, which is plainly causal."""
+    is_fresh: bool
+    """It starts at position 0: its keys are this step's own, no cache read needed."""
+    query_blocks: tuple[QueryBlock, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,12 +133,12 @@ class PagedAttentionBackend:
             out.index_copy_(0, decodes.rows, attended)
         for chunk in metadata.chunks:
             rows = chunk.rows
-            if chunk.causal_mask is None:  # a fresh prompt: its context is this step's k, v
+            if chunk.is_fresh:  # its context is this step's k, v
                 keys, values = k[rows].transpose(0, 1), v[rows].transpose(0, 1)
             else:
                 keys = _gather_context(key_blocks, chunk)
                 values = _gather_context(value_blocks, chunk)
-            out[rows] = _chunk_attention(q[rows], keys, values, chunk.causal_mask, scale)
+            out[rows] = _chunk_attention(q[rows], keys, values, chunk.query_blocks, scale)
         return out
 
 
@@ -177,16 +190,20 @@ def _prompt_chunk(
     context_len = start + count
     num_blocks = -(-context_len // layout.block_size)
     block_ids = torch.tensor(layout.block_tables[index][:num_blocks], dtype=torch.long)
-    causal_mask = None
-    if start > 0:
-        query_positions = torch.arange(start, context_len)
-        causal_mask = torch.arange(context_len)[None, :] <= query_positions[:, None]
-        causal_mask = causal_mask.to(device)
+    block_len = max(1, MAX_SCORES_PER_HEAD // context_len)
+    query_blocks = []
+    for first in range(0, count, block_len):
+        last = min(count, first + block_len)
+        num_keys = start + last
+        positions = torch.arange(start + first, num_keys)
+        visible = torch.arange(num_keys)[None, :] <= positions[:, None]
+        query_blocks.append(QueryBlock(slice(first, last), num_keys, visible.to(device)))
     return PromptChunk(
         rows=slice(first_row, first_row + count),
         block_ids=block_ids.to(device),
         context_len=context_len,
-        causal_mask=causal_mask,
+        is_fresh=start == 0,
+        query_blocks=tuple(query_blocks),
     )
 
 
@@ -197,10 +214,9 @@ def _decode_attention(
     decodes: DecodeBatch,
     scale: float,
 ) -> torch.Tensor:
-    """One query per request, as two batched matmuls over (KV head, request) pairs with the
-    query heads of each KV head grouped (the CPU flash kernel is several times slower for a
-    single masked query). The scores come out of the matmul in the cache dtype and the softmax
-    runs in float32, as in transformers' eager attention.
+    """One query per request, attended over (KV head, request) pairs with the query heads of
+    each KV head grouped (the CPU flash kernel is several times slower for a single masked
+    query).
 
     q: [requests, heads, dim]. Returns [requests, heads, dim]."""
     num_requests, max_blocks = decodes.block_table.shape
@@ -212,11 +228,9 @@ def _decode_attention(
     keys = key_blocks.index_select(1, flat_table).view(pairs, context, head_dim)
     values = value_blocks.index_select(1, flat_table).view(pairs, context, head_dim)
     grouped_q = q.view(num_requests, num_kv_heads, group, head_dim).transpose(0, 1)
-    scores = torch.bmm(grouped_q.reshape(pairs, group, head_dim), keys.transpose(1, 2)).float()
-    scores = scores.view(num_kv_heads, num_requests, group, context) * scale
-    scores.masked_fill_(~decodes.key_mask[None, :, None, :], float("-inf"))
-    probs = scores.softmax(dim=-1).to(values.dtype).view(pairs, group, context)
-    out = torch.bmm(probs, values).view(num_kv_heads, num_requests, group, head_dim)
+    queries = grouped_q.reshape(pairs, group, head_dim)
+    out = _attend(queries, keys, values, decodes.key_mask, num_kv_heads, scale)
+    out = out.view(num_kv_heads, num_requests, group, head_dim)
     return out.transpose(0, 1).reshape(num_requests, num_kv_heads * group, head_dim)
 
 
@@ -230,18 +244,47 @@ def _chunk_attention(
     q: torch.Tensor,
     keys: torch.Tensor,
     values: torch.Tensor,
-    causal_mask: torch.Tensor | None,
+    query_blocks: tuple[QueryBlock, ...],
     scale: float,
 ) -> torch.Tensor:
     """q: [query_len, heads, dim] of one request; keys, values: [kv_heads, context_len, dim].
-    Returns [query_len, heads, dim]."""
-    out = F.scaled_dot_product_attention(
-        q.transpose(0, 1).unsqueeze(0),
-        keys.unsqueeze(0),
-        values.unsqueeze(0),
-        attn_mask=causal_mask,
-        is_causal=causal_mask is None,
-        scale=scale,
-        enable_gqa=True,
-    )  # [1, heads, query_len, dim]
-    return out.squeeze(0).transpose(0, 1)
+    Each block of queries attends over the keys it can see, its query heads grouped per KV
+    head. Returns [query_len, heads, dim]."""
+    query_len, num_heads, head_dim = q.shape
+    num_kv_heads = keys.shape[0]
+    group = num_heads // num_kv_heads
+    grouped_q = q.view(query_len, num_kv_heads, group, head_dim).transpose(0, 1)
+    out = q.new_empty(num_kv_heads, query_len, group, head_dim)
+    for block in query_blocks:
+        queries = grouped_q[:, block.rows].reshape(num_kv_heads, -1, head_dim)
+        keys_seen, values_seen = keys[:, : block.num_keys], values[:, : block.num_keys]
+        attended = _attend(queries, keys_seen, values_seen, block.visible, num_kv_heads, scale)
+        out[:, block.rows] = attended.view(num_kv_heads, -1, group, head_dim)
+    return out.transpose(0, 1).reshape(query_len, num_heads, head_dim)
+
+
+def _attend(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    visible: torch.Tensor,
+    num_kv_heads: int,
+    scale: float,
+) -> torch.Tensor:
+    """The arithmetic every query goes through, decoding or in a prompt chunk of any length:
+    scores from a batched matmul in the cache dtype, a float32 softmax over the keys the query
+    sees (as transformers' eager attention), a batched matmul with the values. In bfloat16
+    these matmuls give a query row the same bits whatever rows and masked keys share the call,
+    so a token's result does not depend on how the scheduler cut or batched its step: drafts
+    verify exactly, and greedy output does not change with load. (The CPU flash kernel's
+    results change with the query length.)
+
+    queries: [batch, rows, dim] with batch = num_kv_heads * n and rows = m * group;
+    keys, values: [batch, num_keys, dim]; visible: [n * m, num_keys] bool, the keys each of the
+    n * m queries sees. Returns [batch, rows, dim]."""
+    scores = torch.bmm(queries, keys.transpose(1, 2)).float()
+    num_keys = keys.shape[1]
+    grid = scores.view(num_kv_heads, visible.shape[0], -1, num_keys) * scale
+    grid.masked_fill_(~visible[None, :, None, :], float("-inf"))
+    probs = grid.softmax(dim=-1).to(values.dtype).view(-1, queries.shape[1], num_keys)
+    return torch.bmm(probs, values)

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from sluice.model.attention import paged
 from sluice.model.attention.backend import AttentionBackend, BatchLayout, slot_mapping_for
 from sluice.model.attention.paged import PagedAttentionBackend
 from sluice.model.attention.torch_sdpa import TorchSdpaBackend
@@ -113,8 +114,10 @@ def test_paged_metadata_splits_decodes_from_prompt_chunks() -> None:
     (chunk,) = metadata.chunks
     assert chunk.rows == slice(1, 11)
     assert chunk.context_len == 12
-    assert chunk.causal_mask is not None  # it starts after 2 cached tokens
-    assert chunk.causal_mask.sum(dim=1).tolist() == list(range(3, 13))
+    assert not chunk.is_fresh  # it starts after 2 cached tokens
+    (block,) = chunk.query_blocks
+    assert block.num_keys == 12
+    assert block.visible.sum(dim=1).tolist() == list(range(3, 13))
 
 
 def test_paged_metadata_attends_a_short_chunk_after_cached_tokens_as_decodes() -> None:
@@ -150,4 +153,54 @@ def test_paged_metadata_of_a_fresh_prompt_is_plainly_causal() -> None:
 
     assert metadata.decodes == ()
     (chunk,) = metadata.chunks
-    assert chunk.causal_mask is None
+    assert chunk.is_fresh
+
+
+def test_paged_metadata_cuts_a_long_chunk_into_query_blocks_of_bounded_scores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(paged, "MAX_SCORES_PER_HEAD", 48)  # 4 queries of a 12-token context
+    layout = BatchLayout(
+        query_lens=[10], num_computed_tokens=[2], block_tables=[[3, 5, 8]], block_size=4
+    )
+
+    (chunk,) = PagedAttentionBackend().build_metadata(layout, CPU).chunks
+
+    assert [block.rows for block in chunk.query_blocks] == [slice(0, 4), slice(4, 8), slice(8, 10)]
+    assert [block.num_keys for block in chunk.query_blocks] == [6, 10, 12]
+    assert chunk.query_blocks[1].visible.sum(dim=1).tolist() == [7, 8, 9, 10]
+
+
+@pytest.mark.parametrize("pieces", [[1, 19], [3, 17], [13, 7], [19, 1], [1] * 20], ids=str)
+def test_paged_bfloat16_prompt_rows_do_not_depend_on_how_the_prompt_is_cut(
+    pieces: list[int],
+) -> None:
+    """A query's bits are the same whether its prompt is computed whole, in chunks or token by
+    token (decode and chunk paths alike): what makes verified drafts exact and greedy output
+    independent of load."""
+    whole = _prompt_in_pieces([20])
+
+    cut = _prompt_in_pieces(pieces)
+
+    assert torch.equal(cut, whole)
+
+
+def _prompt_in_pieces(pieces: list[int]) -> torch.Tensor:
+    """The paged backend's output for a 20-token bfloat16 prompt computed in steps of these
+    sizes, each step reading the keys and values the earlier ones wrote."""
+    layout = BatchLayout(
+        query_lens=[20],
+        num_computed_tokens=[0],
+        block_tables=[[4, 9, 2, 7, 11]],
+        block_size=BLOCK_SIZE,
+    )
+    kv_cache, q, k, v = _random_step(layout, torch.bfloat16)
+    backend = PagedAttentionBackend()
+    out, start = [], 0
+    for count in pieces:
+        step = BatchLayout([count], [start], layout.block_tables, BLOCK_SIZE)
+        rows = slice(start, start + count)
+        metadata = backend.build_metadata(step, CPU)
+        out.append(backend.forward(q[rows], k[rows], v[rows], kv_cache, metadata, SCALE))
+        start += count
+    return torch.cat(out)
