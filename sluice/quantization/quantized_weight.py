@@ -1,0 +1,46 @@
+"""The unpacked form every converter produces and every quantized linear method consumes.
+
+Holds integers, not floats: dequantizing is the kernel's job, at run time, group by group."""
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True, slots=True)
+class QuantizedWeight:
+    """w[n, k] = (q[n, k] - zeros[k // group_size, n]) * scales[k // group_size, n].
+
+    With `input_perm`, column k of `q` multiplies input feature `input_perm[k]`: the columns were
+    reordered so that every group is contiguous (GPTQ act-order, see `gptq`)."""
+
+    q: torch.Tensor  # [output_size, input_size] int32 in [0, 2**bits)
+    scales: torch.Tensor  # [num_groups, output_size] float (fp16 in checkpoints)
+    zeros: torch.Tensor  # [num_groups, output_size] int32 in [0, 2**bits)
+    bits: int
+    group_size: int  # input features per group; input_size when quantized per output channel
+    input_perm: torch.Tensor | None = None  # [input_size] int64, or None for the identity
+
+    def __post_init__(self) -> None:
+        output_size, input_size = self.q.shape
+        if self.group_size <= 0 or input_size % self.group_size:
+            raise ValueError(
+                f"input size {input_size} is not divisible by group size {self.group_size}"
+            )
+        groups_shape = (input_size // self.group_size, output_size)
+        for name in ("scales", "zeros"):
+            shape = tuple(getattr(self, name).shape)
+            if shape != groups_shape:
+                raise ValueError(f"{name} has shape {shape}, expected {groups_shape}")
+        if self.input_perm is not None and tuple(self.input_perm.shape) != (input_size,):
+            raise ValueError(
+                f"input_perm has shape {tuple(self.input_perm.shape)}, expected ({input_size},)"
+            )
+
+    @property
+    def output_size(self) -> int:
+        return self.q.shape[0]
+
+    @property
+    def input_size(self) -> int:
+        return self.q.shape[1]
