@@ -9,6 +9,15 @@ here reads files or knows model names: wiring into the loader lives elsewhere.""
 
 from sluice.quantization.awq import convert_awq
 from sluice.quantization.gptq import GptqCheckpointFormat, convert_gptq
+from sluice.quantization.int4_linear import Int4LinearMethod
+from sluice.quantization.int8_linear import Int8LinearMethod
 from sluice.quantization.quantized_weight import QuantizedWeight
 
-__all__ = ["GptqCheckpointFormat", "QuantizedWeight", "convert_awq", "convert_gptq"]
+__all__ = [
+    "GptqCheckpointFormat",
+    "Int4LinearMethod",
+    "Int8LinearMethod",
+    "QuantizedWeight",
+    "convert_awq",
+    "convert_gptq",
+]
