@@ -88,8 +88,8 @@ def _group_order(
     if torch.equal(g_idx, in_order):
         return None
     num_groups = input_size // group_size
-    counts = torch.bincount(g_idx.clamp(0, num_groups), minlength=num_groups + 1)
-    if g_idx.min() < 0 or counts[num_groups] or bool((counts[:num_groups] != group_size).any()):
+    in_range = bool(g_idx.min() >= 0) and bool(g_idx.max() < num_groups)
+    if not in_range or bool((torch.bincount(g_idx, minlength=num_groups) != group_size).any()):
         raise ValueError(
             f"GPTQ g_idx must put exactly {group_size} input features in each of "
             f"{num_groups} groups"

@@ -93,3 +93,14 @@ def test_convert_gptq_refuses_three_bits():
     packed = torch.zeros(3, 16, dtype=torch.int32)
     with pytest.raises(ValueError, match="3 bits is not supported"):
         convert_gptq(packed, packed, torch.zeros(1, 16), None, bits=3, group_size=-1)
+
+
+def test_convert_gptq_refuses_g_idx_beyond_the_groups():
+    ref = quantize(16, 64, bits=4, group_size=32, symmetric=True)
+    tensors = pack_gptq(ref, v1=True)
+    g_idx = tensors["g_idx"].clone()
+    g_idx[0] = 2
+    with pytest.raises(ValueError, match="exactly 32 input features in each of 2 groups"):
+        convert_gptq(
+            tensors["qweight"], tensors["qzeros"], tensors["scales"], g_idx, bits=4, group_size=32
+        )
