@@ -169,8 +169,16 @@ SERVE_FLAGS = (
         "--speculate",
         "SPECULATE",
         "scheduler.speculate",
-        "draft tokens per request and step, from n-gram lookup (default: 0, off)",
+        "draft tokens per request and step, from n-gram lookup or --speculator-model-id "
+        "(default: 0, off)",
         int,
+    ),
+    Flag(
+        "--speculator-model-id",
+        "SPECULATOR_MODEL_ID",
+        "scheduler.speculator_model_id",
+        "draft model for --speculate (hub id or local dir) sharing the model's tokenizer, "
+        "instead of n-gram lookup",
     ),
     Flag(
         "--waiting-served-ratio",

@@ -47,10 +47,14 @@ class SchedulerConfig:
     waiting_served_ratio: float = 0.3
     """TGI's; like TGI with chunked prefill (always on in sluice), accepted and not used."""
     max_waiting_tokens: int = 20
+    """TGI's; like TGI with chunked prefill (always on in sluice), accepted and not used."""
     speculate: int = 0
     """Draft tokens per request and step, verified in the same forward pass (TGI's
-    `--speculate`); 0 turns speculation off. Drafts come from n-gram lookup."""
-    """TGI's; like TGI with chunked prefill (always on in sluice), accepted and not used."""
+    `--speculate`); 0 turns speculation off. Drafts come from n-gram lookup, or from
+    `speculator_model_id` when one is set."""
+    speculator_model_id: str | None = None
+    """A smaller model sharing the served model's tokenizer (hub id or local directory) whose
+    own next tokens are the drafts, run by the same engine with its own KV cache."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +145,11 @@ def check_config(config: SluiceConfig) -> None:
     _require_positive("--max-waiting-tokens", sched.max_waiting_tokens)
     if sched.speculate < 0:
         raise ConfigError(f"`--speculate` must be >= 0; got {sched.speculate}")
+    if sched.speculator_model_id is not None and sched.speculate == 0:
+        raise ConfigError(
+            "`--speculator-model-id` needs `--speculate N`: how many draft tokens the "
+            "speculator proposes per request and step"
+        )
     if sched.waiting_served_ratio < 0:
         raise ConfigError(
             f"`--waiting-served-ratio` must be >= 0; got {sched.waiting_served_ratio}"

@@ -5,8 +5,10 @@ import asyncio
 import logging
 import multiprocessing
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 
 import uvicorn
+from transformers import PreTrainedTokenizerBase
 
 from sluice.api.app import create_app
 from sluice.api.metrics import ServerMetrics
@@ -15,6 +17,7 @@ from sluice.api.tracing import start_tracing
 from sluice.config import SluiceConfig
 from sluice.engine.process import EngineLaunch, run_engine_process
 from sluice.engine.support import check_engine_support
+from sluice.errors import ConfigError
 from sluice.frontend.engine_client import EngineClient
 from sluice.frontend.tokenizer import eos_token_ids, load_tokenizer
 from sluice.ipc.transport import FrontendChannel, IpcAddresses
@@ -32,11 +35,12 @@ def serve(config: SluiceConfig) -> int:
         logger.warning("--trust-remote-code is on: the checkpoint's own Python code may run")
     check_engine_support(config.model, resolved)
     tokenizer = load_tokenizer(resolved.path, trust_remote_code=config.model.trust_remote_code)
+    speculator_path = _resolve_speculator(config, tokenizer)
     addresses = IpcAddresses.in_new_temp_dir()
     channel = FrontendChannel(addresses)
     engine = multiprocessing.get_context("spawn").Process(
         target=run_engine_process,
-        args=(EngineLaunch(config, resolved.path, addresses),),
+        args=(EngineLaunch(config, resolved.path, addresses, speculator_path),),
         name="sluice-engine",
         daemon=True,
     )
@@ -76,6 +80,25 @@ def serve(config: SluiceConfig) -> int:
             engine.terminate()
             engine.join(timeout=10)
         channel.close()
+
+
+def _resolve_speculator(config: SluiceConfig, tokenizer: PreTrainedTokenizerBase) -> Path | None:
+    """The draft model's directory, once it is known to share the served model's tokenizer:
+    its drafts are token ids, which must mean the same text to both models."""
+    model_id = config.scheduler.speculator_model_id
+    if model_id is None:
+        return None
+    resolved = resolve_model(model_id, None, show_progress=True)
+    check_engine_support(config.model, resolved)
+    draft_tokenizer = load_tokenizer(
+        resolved.path, trust_remote_code=config.model.trust_remote_code
+    )
+    if draft_tokenizer.get_vocab() != tokenizer.get_vocab():
+        raise ConfigError(
+            f"--speculator-model-id {model_id} has another tokenizer than the served model; "
+            "a speculator must share the model's vocabulary"
+        )
+    return resolved.path
 
 
 async def _serve_while_engine_lives(

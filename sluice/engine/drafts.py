@@ -1,6 +1,7 @@
-"""Which draft tokens a decoding request brings to its next step (`--speculate N`): n-gram
-lookup over its own prompt and output, as many as its acceptance record and the step's size
-allow.
+"""Which draft tokens a decoding request brings to its next step (`--speculate N`), as many as
+its acceptance record and the step's size allow: found by n-gram lookup over its own prompt and
+output, or, with a draft model (`--speculator-model-id`), left as placeholders that the runner's
+draft model fills in during the step.
 
 Only plain requests draft: a grammar, a penalty, a watermark, top tokens or prompt logprobs
 make each position's processing depend on the tokens before it, which the one-pass verify of
@@ -9,13 +10,16 @@ model/runner.py does not model; those requests decode a token per step as before
 from collections.abc import Iterable
 
 from sluice.engine.request import Request, RequestId
+from sluice.model.step import DRAFT_PLACEHOLDER
 from sluice.speculative.adaptive import AcceptanceTracker, DraftPolicy
 from sluice.speculative.ngram import NgramProposer
 
 
 class Drafter:
-    def __init__(self, num_speculative_tokens: int, max_step_tokens: int) -> None:
-        self.proposer = NgramProposer()
+    def __init__(
+        self, num_speculative_tokens: int, max_step_tokens: int, *, from_model: bool = False
+    ) -> None:
+        self.proposer = None if from_model else NgramProposer()
         self.tracker = AcceptanceTracker(DraftPolicy(num_speculative_tokens))
         self.max_step_tokens = max_step_tokens
         """Drafts only while a step's decodes and drafts stay within this many tokens: while
@@ -36,6 +40,8 @@ class Drafter:
         limit = min(self.tracker.num_drafts(request.request_id), remaining, budget)
         if limit <= 0:
             return ()
+        if self.proposer is None:
+            return (DRAFT_PLACEHOLDER,) * limit
         return self.proposer.propose(
             request.request_id, request.prompt_token_ids, request.output_token_ids, limit
         )
@@ -46,7 +52,8 @@ class Drafter:
 
     def drop(self, request_ids: Iterable[RequestId]) -> None:
         ids = list(request_ids)
-        self.proposer.drop(ids)
+        if self.proposer is not None:
+            self.proposer.drop(ids)
         self.tracker.drop(ids)
 
 

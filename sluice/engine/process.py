@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 from transformers import PretrainedConfig
 
 from sluice.config import SchedulerConfig, SluiceConfig, derive_limits
@@ -19,7 +20,7 @@ from sluice.engine.grammar import GrammarMatchers, load_grammar_matchers
 from sluice.engine.kv_cache.manager import KVCacheManager
 from sluice.engine.scheduler import Scheduler, SchedulerLimits
 from sluice.engine.warmup import kv_capacity_tokens, warm_up
-from sluice.errors import SluiceError
+from sluice.errors import ConfigError, SluiceError
 from sluice.ipc.messages import EngineFailed, EngineReady
 from sluice.ipc.transport import EngineChannel, IpcAddresses
 from sluice.log import configure_logging
@@ -27,17 +28,18 @@ from sluice.model.attention.paged import PagedAttentionBackend
 from sluice.model.kv_cache import KVCacheSpec
 from sluice.model.loader import load_model, read_hf_config, resolve_dtype
 from sluice.model.runner import ModelRunner
+from sluice.speculative.draft_model import DraftModel
 
 logger = logging.getLogger(__name__)
 
 BLOCK_SIZE = 16
 PROMPT_TOKENS_WHILE_DECODING = {"cpu": 128, "cuda": 1024}
+"""Per device: a CPU step's time grows with every token; a GPU step's barely does until a
+few hundred tokens, so it can take bigger chunks for the same inter-token latency."""
 SPECULATION_STEP_TOKENS = {"cpu": 16, "cuda": 256}
 """Per device, the step size up to which reading the weights, not computing, sets a decode
 step's time (on this CPU: 269 MB at 33 GB/s is 8 ms, one token's matmuls 0.6 ms), so that
 drafts verified beside the decodes cost little: see engine/drafts.py."""
-"""Per device: a CPU step's time grows with every token; a GPU step's barely does until a
-few hundred tokens, so it can take bigger chunks for the same inter-token latency."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,9 @@ class EngineLaunch:
     config: SluiceConfig
     model_path: Path
     addresses: IpcAddresses
+    speculator_path: Path | None = None
+    """The draft model's directory (`--speculator-model-id`), checked to share the
+    tokenizer."""
 
 
 def run_engine_process(launch: EngineLaunch) -> None:
@@ -78,10 +83,8 @@ def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineC
         parallel=SINGLE_DEVICE,
         backend=backend,
     )
-    head_dim = getattr(hf_config, "head_dim", None) or (
-        hf_config.hidden_size // hf_config.num_attention_heads
-    )
-    spec = KVCacheSpec(hf_config.num_hidden_layers, hf_config.num_key_value_heads, head_dim, dtype)
+    spec = _kv_cache_spec(hf_config, dtype)
+    draft = _load_draft(launch, hf_config, dtype, device, backend)
     sched_config = launch.config.scheduler
     _warn_of_ignored_flags(sched_config)
     warmup = warm_up(
@@ -93,7 +96,10 @@ def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineC
         max_positions=hf_config.max_position_embeddings,
         block_size=BLOCK_SIZE,
     )
-    capacity = sched_config.max_batch_total_tokens or kv_capacity_tokens(spec, device, warmup)
+    bytes_per_token = spec.bytes_per_token + (draft[1].bytes_per_token if draft else 0)
+    capacity = sched_config.max_batch_total_tokens or kv_capacity_tokens(
+        bytes_per_token, device, warmup
+    )
     num_blocks = capacity // BLOCK_SIZE
     limits = derive_limits(
         sched_config,
@@ -114,12 +120,17 @@ def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineC
         "max_input_tokens=%d max_total_tokens=%d",
         num_blocks,
         BLOCK_SIZE,
-        num_blocks * BLOCK_SIZE * spec.bytes_per_token / 1e6,
+        num_blocks * BLOCK_SIZE * bytes_per_token / 1e6,
         "on" if prefix_caching else "off",
         limits.max_input_tokens,
         limits.max_total_tokens,
     )
-    runner = ModelRunner(model, backend, kv_caches, BLOCK_SIZE, device)
+    draft_model = None
+    if draft is not None:
+        draft_net, draft_spec = draft
+        draft_caches = draft_spec.allocate(num_blocks, BLOCK_SIZE, device)
+        draft_model = DraftModel(draft_net, backend, draft_caches, BLOCK_SIZE, device)
+    runner = ModelRunner(model, backend, kv_caches, BLOCK_SIZE, device, draft_model)
     scheduler = Scheduler(
         SchedulerLimits(
             max_step_tokens=limits.max_batch_prefill_tokens,
@@ -127,12 +138,52 @@ def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineC
             or PROMPT_TOKENS_WHILE_DECODING[device.type],
         ),
         KVCacheManager(num_blocks, BLOCK_SIZE, prefix_caching=prefix_caching),
-        Drafter(sched_config.speculate, SPECULATION_STEP_TOKENS[device.type])
+        Drafter(
+            sched_config.speculate,
+            SPECULATION_STEP_TOKENS[device.type],
+            from_model=draft_model is not None,
+        )
         if sched_config.speculate
         else None,
     )
     ready = EngineReady(limits=limits, dtype=str(dtype).removeprefix("torch."), device=device.type)
     return EngineCore(scheduler, runner, channel, _grammar_matchers(launch, hf_config)), ready
+
+
+def _kv_cache_spec(hf_config: PretrainedConfig, dtype: torch.dtype) -> KVCacheSpec:
+    head_dim = getattr(hf_config, "head_dim", None) or (
+        hf_config.hidden_size // hf_config.num_attention_heads
+    )
+    return KVCacheSpec(hf_config.num_hidden_layers, hf_config.num_key_value_heads, head_dim, dtype)
+
+
+def _load_draft(
+    launch: EngineLaunch,
+    hf_config: PretrainedConfig,
+    dtype: torch.dtype,
+    device: torch.device,
+    backend: PagedAttentionBackend,
+) -> tuple[nn.Module, KVCacheSpec] | None:
+    """The draft model (`--speculator-model-id`) and the shape of its KV cache, which shares
+    the target's blocks (see speculative/draft_model.py)."""
+    if launch.speculator_path is None:
+        return None
+    trust_remote_code = launch.config.model.trust_remote_code
+    draft_config = read_hf_config(launch.speculator_path, trust_remote_code=trust_remote_code)
+    if draft_config.vocab_size != hf_config.vocab_size:
+        raise ConfigError(
+            f"the speculator's vocabulary has {draft_config.vocab_size} entries, the model's "
+            f"{hf_config.vocab_size}: a speculator must share the model's tokenizer"
+        )
+    model = load_model(
+        launch.speculator_path,
+        draft_config,
+        dtype=dtype,
+        device=device,
+        parallel=SINGLE_DEVICE,
+        backend=backend,
+    )
+    return model, _kv_cache_spec(draft_config, dtype)
 
 
 def _warn_of_ignored_flags(config: SchedulerConfig) -> None:

@@ -85,9 +85,10 @@ def warm_up(
     return Warmup(num_tokens, growth.bytes, time.perf_counter() - started)
 
 
-def kv_capacity_tokens(spec: KVCacheSpec, device: torch.device, warmup: Warmup) -> int:
-    """KV tokens that fit in the memory left once the model is loaded, keeping room for the
-    activations of the largest step."""
+def kv_capacity_tokens(bytes_per_token: int, device: torch.device, warmup: Warmup) -> int:
+    """KV tokens of `bytes_per_token` each (the model's, plus a draft model's if there is one)
+    that fit in the memory left once the models are loaded, keeping room for the activations
+    of the largest step."""
     if device.type == "cuda":
         free_bytes, total_bytes = torch.cuda.mem_get_info(device)
         budget = free_bytes - int((1 - CUDA_MEMORY_FRACTION) * total_bytes)
@@ -95,7 +96,7 @@ def kv_capacity_tokens(spec: KVCacheSpec, device: torch.device, warmup: Warmup) 
         budget = min(
             int(_available_memory_bytes() * CPU_KV_CACHE_MEMORY_FRACTION), CPU_KV_CACHE_MAX_BYTES
         )
-    return max(0, budget - warmup.activation_bytes) // spec.bytes_per_token
+    return max(0, budget - warmup.activation_bytes) // bytes_per_token
 
 
 @dataclass(slots=True)

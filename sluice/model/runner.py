@@ -12,7 +12,8 @@ from concurrent.futures import Future
 import torch
 from torch import nn
 
-from sluice.model.attention.backend import AttentionBackend, BatchLayout
+from sluice.model.attention.backend import AttentionBackend
+from sluice.model.forward import forward_pass
 from sluice.model.prompt_logprobs import PromptLogprobs
 from sluice.model.sampling.sampler import (
     Sampler,
@@ -23,6 +24,7 @@ from sluice.model.sampling.sampler import (
 )
 from sluice.model.sampling.token_counts import TokenCounts
 from sluice.model.step import RequestId, RunnerOutput, SampledToken, ScheduledRequest, StepPlan
+from sluice.speculative.draft_model import DraftModel
 from sluice.speculative.rejection import verify_drafts
 
 
@@ -34,8 +36,12 @@ class ModelRunner:
         kv_caches: Sequence[torch.Tensor],
         block_size: int,
         device: torch.device,
+        draft_model: DraftModel | None = None,
     ) -> None:
         self.model = model
+        self.draft_model = draft_model
+        """With `--speculator-model-id`: it fills in the drafts of each step's drafting
+        requests before the forward pass."""
         self.backend = backend
         self.kv_caches = list(kv_caches)
         self.block_size = block_size
@@ -55,6 +61,8 @@ class ModelRunner:
             self._drop(plan.finished_request_ids)
         if not plan.requests:
             return RunnerOutput(sampled=())
+        if self.draft_model is not None:
+            plan = self.draft_model.propose(plan)
         requests = plan.requests
         hidden = self.forward(plan)
         self._track(requests, hidden)
@@ -117,18 +125,23 @@ class ModelRunner:
     def _verify(
         self, drafted: Sequence[ScheduledRequest], logits: torch.Tensor
     ) -> tuple[SampledToken, ...]:
-        """Accept or reject the drafts of each request (n-gram drafts: a point mass each) from
-        the logits of its draft positions and the one after them."""
+        """Accept or reject the drafts of each request from the logits of its draft positions
+        and the one after them, against the draft model's distributions (n-gram drafts: a
+        point mass each)."""
         params = [r.sampling for r in drafted if r.sampling is not None]
         num_rows = [r.num_draft_tokens + 1 for r in drafted]
         row_params = [p for p, n in zip(params, num_rows, strict=True) for _ in range(n)]
         warped = logits if all(p.is_greedy for p in params) else apply_warpers(logits, row_params)
+        draft_model = self.draft_model
         verified = verify_drafts(
             warped,
             [r.token_ids[-r.num_draft_tokens :] for r in drafted],
             params,
             [self._generator_for(r) for r in drafted],
+            draft_probs=draft_model.draft_probs(drafted) if draft_model is not None else None,
         )
+        if draft_model is not None:
+            draft_model.settle(drafted, verified.num_accepted)
         return tuple(
             SampledToken(
                 r.request_id,
@@ -144,27 +157,8 @@ class ModelRunner:
 
     def forward(self, plan: StepPlan) -> torch.Tensor:
         """Run the model over the plan's tokens. Returns hidden states [num_tokens, hidden]."""
-        requests = plan.requests
-        layout = BatchLayout(
-            query_lens=[len(r.token_ids) for r in requests],
-            num_computed_tokens=[r.num_computed_tokens for r in requests],
-            block_tables=[list(r.block_ids) for r in requests],
-            block_size=self.block_size,
-        )
-        token_ids, positions = self._flatten(requests)
-        metadata = self.backend.build_metadata(layout, self.device)
-        return self.model(token_ids, positions, self.kv_caches, metadata)
-
-    def _flatten(self, requests: Sequence[ScheduledRequest]) -> tuple[torch.Tensor, torch.Tensor]:
-        token_ids: list[int] = []
-        positions: list[int] = []
-        for r in requests:
-            token_ids.extend(r.token_ids)
-            start = r.num_computed_tokens
-            positions.extend(range(start, start + len(r.token_ids)))
-        return (
-            torch.tensor(token_ids, dtype=torch.long, device=self.device),
-            torch.tensor(positions, dtype=torch.long, device=self.device),
+        return forward_pass(
+            self.model, self.backend, self.kv_caches, self.block_size, plan.requests, self.device
         )
 
     def _track(self, requests: Sequence[ScheduledRequest], hidden: torch.Tensor) -> None:
@@ -214,6 +208,8 @@ class ModelRunner:
     def _drop(self, request_ids: Sequence[RequestId]) -> None:
         for request_id in request_ids:
             self._generators.pop(request_id, None)
+        if self.draft_model is not None:
+            self.draft_model.drop(request_ids)
         self._token_counts.drop(request_ids)
         self._prompt_logprobs.drop(request_ids)
 

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from sluice.sampling_params import SamplingParams
 
 RequestId = str
+DRAFT_PLACEHOLDER = -1
+"""Stands for a draft token that the runner's draft model chooses during the step: with
+`--speculator-model-id` the scheduler knows how many drafts a request verifies, not which."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +33,14 @@ class ScheduledRequest:
     """The runner computes logits at this step's prompt positions and hands the prompt's
     logprobs over with the first sampled token. Cleared once that token exists."""
     num_draft_tokens: int = 0
-    """The last this many of `token_ids` are drafts: the runner verifies them and samples at
-    each of the last num_draft_tokens + 1 positions."""
+    """The last this many of `token_ids` are drafts (or DRAFT_PLACEHOLDERs that the draft
+    model fills in): the runner verifies them and samples at each of the last
+    num_draft_tokens + 1 positions."""
+
+    @property
+    def num_known_tokens(self) -> int:
+        """Its tokens that are not drafts."""
+        return len(self.token_ids) - self.num_draft_tokens
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sluice.weights.sources import resolve_model
 from tests.e2e.server import SluiceServer
 
 
@@ -39,6 +40,7 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
             ["--max-input-tokens", "10", "--max-input-length", "10"],
             ["max_input_tokens", "max_input_length"],
         ),
+        (["--speculator-model-id", "somewhere"], ["--speculator-model-id", "--speculate N"]),
     ],
 )
 def test_serve_refuses_inconsistent_flags(flags: list[str], named: list[str]) -> None:
@@ -65,6 +67,22 @@ def test_serve_reports_malformed_model_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "config.json" in result.stderr
+
+
+def test_serve_refuses_a_speculator_with_another_tokenizer(tmp_path: Path) -> None:
+    model = resolve_model().path
+    for name in ("config.json", "tokenizer_config.json", "model.safetensors"):
+        (tmp_path / name).symlink_to(model / name)
+    tokenizer = json.loads((model / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    vocab["sluice-only-token"] = vocab.pop(next(iter(vocab)))
+    (tmp_path / "tokenizer.json").write_text(json.dumps(tokenizer))
+
+    result = _run_cli("serve", "--speculate", "2", "--speculator-model-id", str(tmp_path))
+
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "another tokenizer" in result.stderr
 
 
 def test_env_vars_are_flag_fallbacks() -> None:

@@ -1,6 +1,7 @@
 """`--speculate 4`: a float32 server that verifies n-gram drafts answers, token for token, what
 the server without speculation answers, over /generate and /generate_stream, and its metrics
-count the drafts it accepted."""
+count the drafts it accepted. With `--speculator-model-id` naming the served model itself, a
+bfloat16 server gets every draft accepted and answers what the default server answers."""
 
 from collections.abc import Iterator
 from typing import Any
@@ -8,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from sluice.weights.sources import resolve_model
 from tests.e2e.server import SluiceServer, metric_samples, running_server, stream_events
 
 PATTERN_PROMPT = (
@@ -22,6 +24,12 @@ PARAMETERS = {"max_new_tokens": 40, "ignore_eos": True, "details": True}
 def speculating_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SluiceServer]:
     flags = ("--dtype", "float32", "--speculate", "4")
     yield from running_server(tmp_path_factory.mktemp("server"), "speculate", flags)
+
+
+@pytest.fixture(scope="module")
+def model_drafting_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SluiceServer]:
+    flags = ("--speculate", "3", "--speculator-model-id", str(resolve_model().path))
+    yield from running_server(tmp_path_factory.mktemp("server"), "speculator", flags)
 
 
 def _generate(server: SluiceServer, prompt: str) -> dict[str, Any]:
@@ -65,3 +73,21 @@ def test_speculation_streams_one_event_per_token_and_counts_accepted_drafts(
     accepted = _metric(speculating_server, "sluice_speculative_accepted_tokens") - accepted_before
     assert accepted >= PARAMETERS["max_new_tokens"] // 2
     assert _metric(speculating_server, "tgi_request_skipped_tokens_count") > 0
+
+
+def test_a_speculator_model_drafts_what_the_model_says_and_every_draft_is_accepted(
+    model_drafting_server: SluiceServer, server: SluiceServer
+) -> None:
+    drafted_before = _metric(model_drafting_server, "sluice_speculative_draft_tokens")
+    accepted_before = _metric(model_drafting_server, "sluice_speculative_accepted_tokens")
+
+    for prompt in (PATTERN_PROMPT, FREE_PROMPT):
+        answered = _generate(model_drafting_server, prompt)
+
+        expected = _generate(server, prompt)
+        tokens = [token["id"] for token in answered["details"]["tokens"]]
+        assert tokens == [token["id"] for token in expected["details"]["tokens"]]
+    drafted = _metric(model_drafting_server, "sluice_speculative_draft_tokens") - drafted_before
+    accepted = _metric(model_drafting_server, "sluice_speculative_accepted_tokens")
+    assert drafted >= PARAMETERS["max_new_tokens"]
+    assert accepted - accepted_before == drafted

@@ -1,6 +1,7 @@
 """Drives a ModelRunner for parity tests: directly (no scheduler), one request at a time with
 blocks handed out in order; or through the real scheduler, many requests together."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,6 +17,7 @@ from sluice.model.loader import load_model, read_hf_config
 from sluice.model.runner import ModelRunner
 from sluice.model.step import ScheduledRequest, StepPlan
 from sluice.sampling_params import SamplingParams
+from sluice.speculative.draft_model import DraftModel
 
 BLOCK_SIZE = 16
 
@@ -69,6 +71,19 @@ def greedy_generate(runner: ModelRunner, prompt: list[int], max_new_tokens: int)
     return tokens[len(prompt) :]
 
 
+def build_draft_model(path: Path, dtype: torch.dtype, num_blocks: int) -> DraftModel:
+    """A draft model over its own KV cache of `num_blocks` blocks (the target's count)."""
+    runner = build_runner(path, dtype, num_blocks)
+    return DraftModel(runner.model, runner.backend, runner.kv_caches, BLOCK_SIZE, runner.device)
+
+
+@dataclass(frozen=True, slots=True)
+class Generated:
+    outputs: list[list[int]]
+    num_drafted: int
+    num_accepted: int
+
+
 def generate(
     runner: ModelRunner,
     prompts: list[list[int]],
@@ -77,15 +92,16 @@ def generate(
     run: str,
     speculate: int = 0,
     max_step_tokens: int = 512,
-) -> tuple[list[list[int]], int]:
-    """Outputs of all requests run together by the scheduler, and how many drafts were
-    accepted. `run` keeps request ids apart: the runner keeps a seeded request's generator
-    under its id."""
+) -> Generated:
+    """All requests run together by the scheduler. `run` keeps request ids apart: the runner
+    keeps a seeded request's generator under its id. With `speculate`, drafts come from the
+    runner's draft model if it has one, else from n-gram lookup."""
     num_blocks = runner.kv_caches[0].shape[2] // BLOCK_SIZE
+    from_model = runner.draft_model is not None
     scheduler = Scheduler(
         SchedulerLimits(max_step_tokens, max_prompt_tokens_while_decoding=max_step_tokens),
         KVCacheManager(num_blocks, BLOCK_SIZE, prefix_caching=False),
-        Drafter(speculate, max_step_tokens=64) if speculate else None,
+        Drafter(speculate, max_step_tokens=64, from_model=from_model) if speculate else None,
     )
     requests = [
         Request(f"{run}-{i}", prompt, params)
@@ -93,10 +109,11 @@ def generate(
     ]
     for request in requests:
         scheduler.add_request(request)
-    accepted = 0
+    drafted = accepted = 0
     while scheduler.has_work:
         plan = scheduler.schedule()
         output = runner.execute(plan)
+        drafted += sum(r.num_draft_tokens for r in plan.requests)
         accepted += sum(len(token.accepted_token_ids) for token in output.sampled)
         scheduler.update(plan, output)
-    return [r.output_token_ids for r in requests], accepted
+    return Generated([r.output_token_ids for r in requests], drafted, accepted)

@@ -22,7 +22,7 @@ def test_bfloat16_greedy_output_is_the_same_alone_and_in_a_chunked_batch() -> No
     runner = build_runner(path, torch.bfloat16, num_blocks=96)
     greedy = SamplingParams(max_new_tokens=MAX_NEW_TOKENS, ignore_eos=True)
 
-    (alone,), _ = generate(runner, prompts[:1], [greedy], run="alone")
-    together, _ = generate(runner, prompts, [greedy] * 4, run="together", max_step_tokens=40)
+    alone = generate(runner, prompts[:1], [greedy], run="alone")
+    together = generate(runner, prompts, [greedy] * 4, run="together", max_step_tokens=40)
 
-    assert together[0] == alone
+    assert together.outputs[0] == alone.outputs[0]

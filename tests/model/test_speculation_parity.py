@@ -48,12 +48,12 @@ def test_speculation_keeps_greedy_outputs_and_accepts_drafts_on_copy_heavy_promp
 ) -> None:
     greedy = [SamplingParams(max_new_tokens=MAX_NEW_TOKENS, ignore_eos=True)] * len(prompts)
 
-    plain, none_accepted = generate(runner, prompts, greedy, run="plain")
-    speculated, accepted = generate(runner, prompts, greedy, run="speculated", speculate=4)
+    plain = generate(runner, prompts, greedy, run="plain")
+    speculated = generate(runner, prompts, greedy, run="speculated", speculate=4)
 
-    assert none_accepted == 0
-    assert accepted >= MAX_NEW_TOKENS // 2  # the pattern goes on: its drafts hold
-    assert speculated == plain
+    assert plain.num_drafted == 0
+    assert speculated.num_accepted >= MAX_NEW_TOKENS // 2  # the pattern goes on: drafts hold
+    assert speculated.outputs == plain.outputs
 
 
 @pytest.mark.slow
@@ -65,12 +65,12 @@ def test_seeded_sampled_requests_with_drafts_are_reproducible(
         for i in range(len(prompts))
     ]
 
-    first, accepted = generate(runner, prompts, sampled, run="first", speculate=4)
-    second, _ = generate(runner, prompts, sampled, run="second", speculate=4)
+    first = generate(runner, prompts, sampled, run="first", speculate=4)
+    second = generate(runner, prompts, sampled, run="second", speculate=4)
 
-    assert accepted > 0
-    assert first == second
-    assert all(len(output) == MAX_NEW_TOKENS for output in first)
+    assert first.num_accepted > 0
+    assert first.outputs == second.outputs
+    assert all(len(output) == MAX_NEW_TOKENS for output in first.outputs)
 
 
 @pytest.mark.slow
@@ -80,8 +80,8 @@ def test_speculation_keeps_bfloat16_greedy_outputs(tokenizer: AutoTokenizer) -> 
 
     for index, text in enumerate(load_workload("w3").prompts[:2]):
         prompt = [tokenizer(text)["input_ids"]]
-        plain, _ = generate(runner, prompt, greedy, run=f"plain-{index}")
-        speculated, accepted = generate(runner, prompt, greedy, run=f"spec-{index}", speculate=4)
+        plain = generate(runner, prompt, greedy, run=f"plain-{index}")
+        speculated = generate(runner, prompt, greedy, run=f"spec-{index}", speculate=4)
 
-        assert accepted > 0
-        assert speculated == plain, f"W3 prompt {index}"
+        assert speculated.num_accepted > 0
+        assert speculated.outputs == plain.outputs, f"W3 prompt {index}"

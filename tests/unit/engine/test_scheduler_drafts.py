@@ -1,24 +1,24 @@
-"""Drafts in the scheduler: a decoding request brings n-gram drafts to its step, the computed
-tokens advance past the accepted drafts only, and tokens after the end of a request are
-dropped."""
+"""Drafts in the scheduler: a decoding request brings n-gram drafts (or placeholders for a
+draft model) to its step, the computed tokens advance past the accepted drafts only, and tokens
+after the end of a request are dropped."""
 
 from sluice.engine.drafts import Drafter
 from sluice.engine.kv_cache.manager import KVCacheManager
 from sluice.engine.request import Request, RequestStatus
 from sluice.engine.scheduler import Scheduler, SchedulerLimits
 from sluice.ipc.messages import FinishReason
-from sluice.model.step import RunnerOutput, SampledToken
+from sluice.model.step import DRAFT_PLACEHOLDER, RunnerOutput, SampledToken
 from sluice.sampling_params import SamplingParams
 
 PATTERN = [5, 6, 7, 8] * 4  # n-gram lookup proposes what followed the last tokens before
 
 
-def _decoding(max_new_tokens: int) -> tuple[Scheduler, Request]:
+def _decoding(max_new_tokens: int, *, from_model: bool = False) -> tuple[Scheduler, Request]:
     """A scheduler with drafts and one request whose prompt is done and first token out."""
     scheduler = Scheduler(
         SchedulerLimits(64, max_prompt_tokens_while_decoding=64),
         KVCacheManager(16, 4, prefix_caching=False),
-        Drafter(3, max_step_tokens=64),
+        Drafter(3, max_step_tokens=64, from_model=from_model),
     )
     request = Request("a", list(PATTERN), SamplingParams(max_new_tokens=max_new_tokens))
     scheduler.add_request(request)
@@ -45,6 +45,22 @@ def test_a_decoding_request_brings_drafts_and_keeps_only_the_accepted_ones() -> 
     # Computed: the prompt, the first token and the two accepted drafts; 9 comes next step.
     assert request.num_computed_tokens == len(PATTERN) + 3
     assert request.num_uncomputed_tokens == 1
+
+
+def test_drafts_of_a_draft_model_are_placeholders_with_their_slots_allocated() -> None:
+    scheduler, request = _decoding(max_new_tokens=10, from_model=True)
+
+    plan = scheduler.schedule()
+
+    (scheduled,) = plan.requests
+    assert scheduled.num_draft_tokens == 3
+    assert scheduled.token_ids == (5, *[DRAFT_PLACEHOLDER] * 3)
+    assert len(scheduled.block_ids) * 4 >= len(PATTERN) + 1 + 3  # the drafts' K/V fit too
+    # The runner reports the drafts it verified through the accepted ones.
+    sampled = SampledToken("a", 9, -0.3, accepted_token_ids=(6,), accepted_logprobs=(-0.1,))
+    (output,) = scheduler.update(plan, RunnerOutput((sampled,)))
+    assert output.token_ids == [6, 9]
+    assert request.num_computed_tokens == len(PATTERN) + 2
 
 
 def test_tokens_past_the_end_of_a_request_are_dropped() -> None:

@@ -61,9 +61,11 @@ def test_kv_capacity_leaves_room_for_the_warm_up_activations(
     quiet = Warmup(num_tokens=64, activation_bytes=0, duration_s=0.1)
     heavy = Warmup(num_tokens=64, activation_bytes=4 * 2**20, duration_s=0.1)
 
-    tokens = kv_capacity_tokens(SPEC, CPU, quiet)
+    tokens = kv_capacity_tokens(SPEC.bytes_per_token, CPU, quiet)
 
     assert tokens == (10 * 2**20) // SPEC.bytes_per_token  # 20% of what is available
-    assert kv_capacity_tokens(SPEC, CPU, heavy) == (6 * 2**20) // SPEC.bytes_per_token
+    assert (
+        kv_capacity_tokens(SPEC.bytes_per_token, CPU, heavy) == (6 * 2**20) // SPEC.bytes_per_token
+    )
     huge = Warmup(num_tokens=64, activation_bytes=2**40, duration_s=0.1)
-    assert kv_capacity_tokens(SPEC, CPU, huge) == 0
+    assert kv_capacity_tokens(SPEC.bytes_per_token, CPU, huge) == 0

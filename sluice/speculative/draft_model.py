@@ -1,0 +1,228 @@
+"""Drafts from a smaller model that shares the target's tokenizer (`--speculator-model-id`).
+
+The draft model keeps its own KV cache in the target's block layout: the same block ids and
+slots, in tensors of its own shape, so one block manager serves both and a prefix-cache hit
+holds the draft's K/V as well as the target's. Within the step that verifies them, before the
+target's forward pass, it
+1. catches up: computes, for every request of the step, the known tokens the target computes
+   (prompt chunks, the last sampled token) plus the last step's final draft if the target
+   accepted it (the draft chose it but never read it back);
+2. proposes: for each request with n drafts, takes its next token from the catch-up's last
+   position, then feeds each draft back, one batched pass per draft, n tokens in all.
+Greedy requests draft greedily; sampled ones sample from the draft's distribution with their
+own warpers (temperature, top-k, top-p, typical-p), which rejection sampling then needs.
+After verification, the draft's cache counts as computed up to the target's."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from sluice.model.attention.backend import AttentionBackend
+from sluice.model.forward import forward_pass
+from sluice.model.sampling.sampler import apply_warpers
+from sluice.model.step import RequestId, ScheduledRequest, StepPlan
+from sluice.sampling_params import SamplingParams
+
+SEED_SALT = 0x5EED_D2AF
+"""Mixed into a seeded request's seed for its draft generator: drafts must be drawn
+independently of the target's verification draws, yet reproducibly."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Proposal:
+    start: int
+    """The position of the first draft."""
+    token_ids: tuple[int, ...]
+    probs: torch.Tensor | None
+    """[num_drafts, vocab_size]: the distribution each draft was sampled from; None when the
+    drafts were chosen greedily."""
+
+
+class DraftModel:
+    def __init__(
+        self,
+        model: nn.Module,
+        backend: AttentionBackend,
+        kv_caches: Sequence[torch.Tensor],
+        block_size: int,
+        device: torch.device,
+    ) -> None:
+        self.model = model
+        self.backend = backend
+        self.kv_caches = list(kv_caches)
+        self.block_size = block_size
+        self.device = device
+        self._computed: dict[RequestId, int] = {}
+        """Per request: positions below this hold the draft's K/V of the request's tokens."""
+        self._proposals: dict[RequestId, _Proposal] = {}
+        self._generators: dict[RequestId, torch.Generator] = {}
+
+    def propose(self, plan: StepPlan) -> StepPlan:
+        """Catch the draft's cache up with the plan and return the plan with the drafts of
+        every drafting request filled in."""
+        catch_up = tuple(self._catch_up(r) for r in plan.requests)
+        hidden = self._forward(catch_up)
+        drafting = [r for r in plan.requests if r.num_draft_tokens]
+        if not drafting:
+            return plan
+        ends = torch.tensor([len(r.token_ids) for r in catch_up]).cumsum(0).tolist()
+        last_rows = [
+            end - 1 for end, r in zip(ends, plan.requests, strict=True) if r.num_draft_tokens
+        ]
+        logits = self.model.compute_logits(hidden[torch.tensor(last_rows, device=self.device)])
+        drafts: dict[RequestId, list[int]] = {r.request_id: [] for r in drafting}
+        probs: dict[RequestId, list[torch.Tensor]] = {r.request_id: [] for r in drafting}
+        active = drafting
+        for depth in range(max(r.num_draft_tokens for r in drafting)):
+            tokens, rows = self._choose(active, logits)
+            for r, token_id, row in zip(active, tokens, rows, strict=True):
+                drafts[r.request_id].append(token_id)
+                if row is not None:
+                    probs[r.request_id].append(row)
+            fed = [
+                (r, d)
+                for r, d in zip(active, tokens, strict=True)
+                if r.num_draft_tokens > depth + 1
+            ]
+            if not fed:
+                break
+            active = [r for r, _ in fed]
+            hidden = self._forward(tuple(self._feed(r, token_id, depth) for r, token_id in fed))
+            logits = self.model.compute_logits(hidden)
+        for r in drafting:
+            request_id = r.request_id
+            start = r.num_computed_tokens + r.num_known_tokens
+            self._computed[request_id] = start + r.num_draft_tokens - 1
+            rows = probs[request_id]
+            self._proposals[request_id] = _Proposal(
+                start, tuple(drafts[request_id]), torch.stack(rows) if rows else None
+            )
+        return replace(plan, requests=tuple(_filled(r, drafts) for r in plan.requests))
+
+    def draft_probs(self, drafted: Sequence[ScheduledRequest]) -> torch.Tensor | None:
+        """[num_draft_tokens, vocab_size]: the distribution of every draft of these requests,
+        in order, for rejection sampling; None when all were chosen greedily (rows of greedy
+        requests are zeros: their drafts are judged by the target's argmax alone)."""
+        proposals = [self._proposals[r.request_id] for r in drafted]
+        if all(p.probs is None for p in proposals):
+            return None
+        vocab_size = next(p.probs.shape[-1] for p in proposals if p.probs is not None)
+        return torch.cat(
+            [
+                p.probs
+                if p.probs is not None
+                else torch.zeros(len(p.token_ids), vocab_size, device=self.device)
+                for p in proposals
+            ]
+        )
+
+    def settle(self, drafted: Sequence[ScheduledRequest], num_accepted: Sequence[int]) -> None:
+        """After verification: the draft's cache counts only up to the target's, whose
+        rejected positions are written over later."""
+        for r, accepted in zip(drafted, num_accepted, strict=True):
+            valid = r.num_computed_tokens + r.num_known_tokens + accepted
+            self._computed[r.request_id] = min(self._computed[r.request_id], valid)
+
+    def drop(self, request_ids: Sequence[RequestId]) -> None:
+        for request_id in request_ids:
+            self._computed.pop(request_id, None)
+            self._proposals.pop(request_id, None)
+            self._generators.pop(request_id, None)
+
+    def _catch_up(self, request: ScheduledRequest) -> ScheduledRequest:
+        """The tokens the draft computes for `request` before proposing: what it has not
+        seen up to the request's known tokens."""
+        start = request.num_computed_tokens
+        known = request.token_ids[: request.num_known_tokens]
+        computed = min(self._computed.get(request.request_id, start), start)
+        unseen = self._accepted_drafts(request.request_id, computed, start)
+        if unseen is None:
+            # Positions this draft never computed for the request: they come from blocks the
+            # prefix cache shared, which the draft computed along with the target.
+            computed, unseen = start, ()
+        self._computed[request.request_id] = start + len(known)
+        return ScheduledRequest(
+            request.request_id,
+            unseen + known,
+            computed,
+            request.num_prompt_tokens,
+            request.block_ids,
+            None,
+        )
+
+    def _accepted_drafts(
+        self, request_id: RequestId, first: int, end: int
+    ) -> tuple[int, ...] | None:
+        """The request's tokens at positions first..end-1 if they are drafts it proposed."""
+        if first == end:
+            return ()
+        proposal = self._proposals.get(request_id)
+        if proposal is None or first < proposal.start:
+            return None
+        if end > proposal.start + len(proposal.token_ids):
+            return None
+        return proposal.token_ids[first - proposal.start : end - proposal.start]
+
+    def _feed(self, request: ScheduledRequest, token_id: int, depth: int) -> ScheduledRequest:
+        """The draft at `depth`, read back to propose the next one."""
+        position = request.num_computed_tokens + request.num_known_tokens + depth
+        return ScheduledRequest(
+            request.request_id,
+            (token_id,),
+            position,
+            request.num_prompt_tokens,
+            request.block_ids,
+            None,
+        )
+
+    def _choose(
+        self, requests: Sequence[ScheduledRequest], logits: torch.Tensor
+    ) -> tuple[list[int], list[torch.Tensor | None]]:
+        """The next draft of each request, and the distribution it was sampled from (None
+        for greedy requests)."""
+        params = [_sampling(r) for r in requests]
+        tokens = logits.argmax(dim=-1)
+        rows: list[torch.Tensor | None] = [None] * len(requests)
+        sampled = [i for i, p in enumerate(params) if not p.is_greedy]
+        if sampled:
+            index = torch.tensor(sampled, device=self.device)
+            warped = apply_warpers(logits[index], [params[i] for i in sampled])
+            probs = warped.softmax(dim=-1)
+            for row, i in enumerate(sampled):
+                noise = torch.empty_like(probs[row]).exponential_(
+                    generator=self._generator_for(requests[i])
+                )
+                tokens[i] = (probs[row] / noise).argmax()
+                rows[i] = probs[row]
+        return tokens.tolist(), rows
+
+    def _generator_for(self, request: ScheduledRequest) -> torch.Generator | None:
+        seed = _sampling(request).seed
+        if seed is None:
+            return None
+        generator = self._generators.get(request.request_id)
+        if generator is None:
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(seed ^ SEED_SALT)
+            self._generators[request.request_id] = generator
+        return generator
+
+    def _forward(self, requests: tuple[ScheduledRequest, ...]) -> torch.Tensor:
+        return forward_pass(
+            self.model, self.backend, self.kv_caches, self.block_size, requests, self.device
+        )
+
+
+def _sampling(request: ScheduledRequest) -> SamplingParams:
+    if request.sampling is None:
+        raise ValueError(f"request {request.request_id} drafts but does not sample this step")
+    return request.sampling
+
+
+def _filled(request: ScheduledRequest, drafts: dict[RequestId, list[int]]) -> ScheduledRequest:
+    if not request.num_draft_tokens:
+        return request
+    known = request.token_ids[: request.num_known_tokens]
+    return replace(request, token_ids=known + tuple(drafts[request.request_id]))

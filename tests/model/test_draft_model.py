@@ -1,0 +1,98 @@
+"""Drafts from a draft model (`--speculator-model-id`) on the real scheduler and runner with the
+embedded SmolLM2 weights in bfloat16: with the model as its own draft every draft is accepted;
+with a perturbed copy some are rejected; either way greedy output equals decoding without
+drafts, and seeded sampled requests reproduce."""
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from sluice.bench.workloads import load_workload
+from sluice.model.runner import ModelRunner
+from sluice.sampling_params import SamplingParams
+from sluice.speculative.draft_model import DraftModel
+from sluice.weights.sources import resolve_model
+from tests.model.runner_driver import build_draft_model, build_runner, generate
+
+NUM_BLOCKS = 64
+MAX_NEW_TOKENS = 16
+SPECULATE = 3
+GREEDY = SamplingParams(max_new_tokens=MAX_NEW_TOKENS, ignore_eos=True)
+
+
+@pytest.fixture(scope="module")
+def runner() -> ModelRunner:
+    return build_runner(resolve_model().path, torch.bfloat16, num_blocks=NUM_BLOCKS)
+
+
+@pytest.fixture(scope="module")
+def draft_model() -> DraftModel:
+    return build_draft_model(resolve_model().path, torch.bfloat16, NUM_BLOCKS)
+
+
+@pytest.fixture
+def with_draft(runner: ModelRunner, draft_model: DraftModel) -> Iterator[ModelRunner]:
+    runner.draft_model = draft_model
+    yield runner
+    runner.draft_model = None
+
+
+@pytest.fixture(scope="module")
+def prompts() -> list[list[int]]:
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model().path)
+    return [tokenizer(text)["input_ids"] for text in load_workload("w3").prompts[:2]]
+
+
+@pytest.fixture(scope="module")
+def plain_outputs(runner: ModelRunner, prompts: list[list[int]]) -> list[list[int]]:
+    return generate(runner, prompts, [GREEDY] * len(prompts), run="plain").outputs
+
+
+@pytest.mark.slow
+def test_the_model_as_its_own_draft_gets_every_draft_accepted(
+    with_draft: ModelRunner, prompts: list[list[int]], plain_outputs: list[list[int]]
+) -> None:
+    speculated = generate(with_draft, prompts, [GREEDY] * 2, run="self", speculate=SPECULATE)
+
+    assert speculated.num_drafted >= len(prompts) * MAX_NEW_TOKENS // 2
+    assert speculated.num_accepted == speculated.num_drafted
+    assert speculated.outputs == plain_outputs
+
+
+@pytest.mark.slow
+def test_seeded_sampled_requests_with_model_drafts_are_reproducible(
+    with_draft: ModelRunner, prompts: list[list[int]]
+) -> None:
+    sampled = [
+        SamplingParams(max_new_tokens=MAX_NEW_TOKENS, do_sample=True, temperature=0.7, seed=3 + i)
+        for i in range(len(prompts))
+    ]
+
+    first = generate(with_draft, prompts, sampled, run="first", speculate=SPECULATE)
+    second = generate(with_draft, prompts, sampled, run="second", speculate=SPECULATE)
+
+    assert first.num_accepted > 0
+    assert first.outputs == second.outputs
+    assert all(len(output) == MAX_NEW_TOKENS for output in first.outputs)
+
+
+@pytest.mark.slow
+def test_a_perturbed_draft_gets_some_drafts_rejected_and_changes_no_output(
+    runner: ModelRunner, prompts: list[list[int]], plain_outputs: list[list[int]]
+) -> None:
+    perturbed = build_draft_model(resolve_model().path, torch.bfloat16, NUM_BLOCKS)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # noise of 15% of each weight's spread: it still guesses often
+        for param in perturbed.model.parameters():
+            noise = torch.randn(param.shape, generator=generator) * 0.15 * param.float().std()
+            param.add_(noise.to(param.dtype))
+    runner.draft_model = perturbed
+    try:
+        speculated = generate(runner, prompts, [GREEDY] * 2, run="perturbed", speculate=SPECULATE)
+    finally:
+        runner.draft_model = None
+
+    assert 0 < speculated.num_accepted < speculated.num_drafted
+    assert speculated.outputs == plain_outputs
