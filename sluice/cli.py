@@ -1,5 +1,5 @@
 """`sluice serve`, `sluice download`: TGI's launcher flags (with TGI's environment variables as
-fallbacks) parsed into one SluiceConfig. `sluice bench`: the load generator's own flags."""
+fallbacks) parsed into one SluiceConfig. `sluice bench`, `sluice quantize`: their own flags."""
 
 import argparse
 import ipaddress
@@ -265,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _download(args)
         if args.command == "bench":
             return _bench(args)
+        if args.command == "quantize":
+            return _quantize(args)
         return _serve(args)
     except (ConfigError, ModelLoadError) as error:
         print(f"sluice: error: {error}", file=sys.stderr)
@@ -284,7 +286,26 @@ def _build_parser() -> argparse.ArgumentParser:
     for flag in SERVE_FLAGS:
         _add_flag(serve, flag)
     _add_bench_flags(commands.add_parser("bench", help="measure any TGI-compatible server"))
+    quantize = commands.add_parser("quantize", help="GPTQ-quantize a model into a new checkpoint")
+    for flag in MODEL_FLAGS:
+        _add_flag(quantize, flag)
+    _add_quantize_flags(quantize)
     return parser
+
+
+def _add_quantize_flags(parser: argparse.ArgumentParser) -> None:
+    """GPTQ's knobs, named as in quantize_config.json; not TGI's, so no environment fallbacks."""
+    parser.add_argument("--output", type=Path, required=True, help="new, empty checkpoint dir")
+    parser.add_argument("--bits", type=int, default=4, help="4 or 8 (default: %(default)s)")
+    parser.add_argument(
+        "--group-size", type=int, default=128, help="-1: per channel (default: %(default)s)"
+    )
+    parser.add_argument("--act-order", action="store_true", help="GPTQ desc_act")
+    parser.add_argument("--sym", action="store_true", help="zero point fixed at 2**(bits-1)")
+    parser.add_argument(
+        "--calibration-samples", type=int, default=16, help="(default: %(default)s)"
+    )
+    parser.add_argument("--seq-len", type=int, default=512, help="tokens per sample")
 
 
 def _add_bench_flags(parser: argparse.ArgumentParser) -> None:
@@ -434,6 +455,24 @@ def _bench(args: argparse.Namespace) -> int:
         ignore_eos=args.ignore_eos,
     )
     return run_bench(options)
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from sluice.quantization.quantize_command import QuantizeOptions, run_quantize
+
+    model = build_config(args).model
+    options = QuantizeOptions(
+        model.model_id,
+        model.revision,
+        args.output,
+        args.bits,
+        args.group_size,
+        args.act_order,
+        args.sym,
+        args.calibration_samples,
+        args.seq_len,
+    )
+    return run_quantize(options)
 
 
 def _download(args: argparse.Namespace) -> int:

@@ -249,7 +249,8 @@ def relative_output_error(
     weight: torch.Tensor, dequantized: torch.Tensor, hessian: torch.Tensor
 ) -> float:
     """||X (W - Q)^T||^2 / ||X W^T||^2 on the calibration inputs X, read off H = 2 X^T X."""
-    delta = dequantized.float() - weight.float()  # [output_size, input_size]
+    weight = weight.detach().float()
+    delta = dequantized.float() - weight  # [output_size, input_size]
     error = ((delta @ hessian) * delta).sum()
-    signal = ((weight.float() @ hessian) * weight.float()).sum()
+    signal = ((weight @ hessian) * weight).sum()
     return float(error / signal.clamp(min=torch.finfo(torch.float32).tiny))

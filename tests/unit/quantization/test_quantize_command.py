@@ -1,0 +1,121 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from sluice.cli import main
+from sluice.quantization import convert_gptq
+from sluice.quantization.calibration import ShippedText, read_text
+
+HIDDEN, INTERMEDIATE, LAYERS = 64, 128, 2
+LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer Llama (hidden 64) with a BPE tokenizer trained on the shipped text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=384, special_tokens=["<unk>", "<s>", "</s>"])
+    tokenizer.train_from_iterator([read_text(ShippedText.CALIBRATION)], trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
+    fast.save_pretrained(path)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        hidden_size=HIDDEN,
+        intermediate_size=INTERMEDIATE,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+    )
+    LlamaForCausalLM(config).save_pretrained(path)
+    return path
+
+
+def _quantize(model: Path, output: Path, *flags: str) -> int:
+    return main(["quantize", "--model-id", str(model), "--output", str(output), *flags])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("act_order", [False, True])
+def test_quantize_writes_a_gptq_checkpoint_that_reads_back(tiny_llama, tmp_path, act_order):
+    from transformers import AutoModelForCausalLM
+
+    output = tmp_path / "gptq"
+    flags = ["--group-size", "32", "--sym", "--calibration-samples", "4", "--seq-len", "64"]
+    assert _quantize(tiny_llama, output, *flags, *(["--act-order"] if act_order else [])) == 0
+
+    config = json.loads((output / "config.json").read_text())
+    assert config["quantization_config"]["bits"] == 4
+    assert config["quantization_config"]["desc_act"] is act_order
+    assert (output / "tokenizer.json").is_file() and (output / "quantize_config.json").is_file()
+    original = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
+    with safe_open(str(output / "model.safetensors"), framework="pt") as reader:
+        names = set(reader.keys())  # noqa: SIM118
+        assert "model.embed_tokens.weight" in names and "model.norm.weight" in names
+        for layer in range(LAYERS):
+            for linear in LINEARS:
+                block = (
+                    "self_attn"
+                    if linear.endswith(("q_proj", "k_proj", "v_proj", "o_proj"))
+                    else "mlp"
+                )
+                prefix = f"model.layers.{layer}.{block}.{linear}"
+                assert f"{prefix}.weight" not in names
+                weight = convert_gptq(
+                    *(reader.get_tensor(f"{prefix}.{part}") for part in ("qweight", "qzeros")),
+                    reader.get_tensor(f"{prefix}.scales"),
+                    reader.get_tensor(f"{prefix}.g_idx"),
+                    bits=4,
+                    group_size=32,
+                )
+                assert bool((weight.zeros == 8).all())
+                original_weight = original.get_submodule(prefix).weight.detach()
+                if weight.input_perm is not None:
+                    original_weight = original_weight[:, weight.input_perm]
+                groups = torch.arange(weight.input_size) // 32
+                dequantized = (weight.q - weight.zeros[groups].t()) * weight.scales[groups].t()
+                # 4-bit with error feedback: close to, but not equal to, the original
+                error = (dequantized.float() - original_weight).norm() / original_weight.norm()
+                assert 0.01 < float(error) < 0.3
+
+
+def test_quantize_refuses_a_non_empty_output(tiny_llama, tmp_path, capsys):
+    (tmp_path / "existing").write_text("keep me")
+    assert _quantize(tiny_llama, tmp_path) == 2
+    assert "is not empty" in capsys.readouterr().err
+    assert (tmp_path / "existing").read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--bits", "3"], "`--bits` must be 4 or 8, got 3"),
+        (["--group-size", "0"], "`--group-size` must be -1"),
+        (["--group-size", "48"], "group size 48 does not divide"),
+        (["--seq-len", "100000"], "`--seq-len`: window length 100000 exceeds"),
+        (["--calibration-samples", "0"], "must be at least 1"),
+    ],
+)
+def test_quantize_refuses_bad_flags(tiny_llama, tmp_path, capsys, flags, message):
+    assert _quantize(tiny_llama, tmp_path / "out", *flags) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_quantize_refuses_an_unwritable_output(tiny_llama, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert _quantize(tiny_llama, blocker / "out") == 2
+    assert "cannot create `--output` directory" in capsys.readouterr().err
