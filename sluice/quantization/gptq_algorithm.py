@@ -4,6 +4,8 @@ GPTQ rounds a weight's input columns one at a time and spreads each column's rou
 the columns not yet rounded, weighted by the inverse *Hessian* H = 2 X^T X of the layer's inputs
 X, so that the layer's outputs on calibration inputs move as little as possible. Columns go in
 *blocks* of 128 (lazy batch updates); *act-order* rounds columns by decreasing diag(H) first.
+Groups are taken in rounding order; when the group size does not divide the input size the last
+group is shorter, as in AutoGPTQ (num_groups = ceil(input_size / group_size)).
 Knows nothing about models or files: it sees one weight and one Hessian."""
 
 import logging
@@ -49,7 +51,8 @@ class GptqParams:
 @dataclass(frozen=True, slots=True)
 class GptqResult:
     """One quantized linear in checkpoint order: w[n, k] = (q[n, k] - z[g, n]) * s[g, n] with
-    g = g_idx[k]. Scales are already fp16-exact, as the checkpoint stores them."""
+    g = g_idx[k]. Scales are already fp16-exact, as the checkpoint stores them. num_groups is
+    ceil(input_size / group_size): the last group may be short."""
 
     q: torch.Tensor  # [output_size, input_size] int32 in [0, 2**bits)
     scales: torch.Tensor  # [num_groups, output_size] float16
@@ -66,7 +69,9 @@ class GptqResult:
         return (self.q.float() - zeros) * scales
 
     def to_quantized_weight(self) -> QuantizedWeight:
-        """The runtime form: act-order columns sorted so every group is contiguous (as `gptq`)."""
+        """The runtime form: act-order columns sorted so every group is contiguous (as `gptq`).
+
+        Raises ValueError for a short last group, which `QuantizedWeight` cannot hold."""
         in_order = torch.arange(self.q.shape[1]) // self.group_size
         if torch.equal(self.g_idx.long(), in_order):
             return QuantizedWeight(self.q, self.scales, self.zeros, self.bits, self.group_size)
@@ -155,8 +160,6 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, params: GptqParam
     """Quantize weight [output_size, input_size] given H [input_size, input_size]."""
     input_size = weight.shape[1]
     group_size = params.group_size_for(input_size)
-    if input_size % group_size:
-        raise ValueError(f"input size {input_size} is not divisible by group size {group_size}")
     w = weight.detach().float().clone()
     h = hessian.detach().float().clone()
     dead = torch.diag(h) == 0  # inputs never active in calibration: weight is irrelevant there
@@ -217,8 +220,6 @@ def round_to_nearest(weight: torch.Tensor, params: GptqParams) -> GptqResult:
     """The baseline GPTQ improves on: the same grids, each value rounded on its own."""
     input_size = weight.shape[1]
     group_size = params.group_size_for(input_size)
-    if input_size % group_size:
-        raise ValueError(f"input size {input_size} is not divisible by group size {group_size}")
     w = weight.detach().float()
     max_q = 2**params.bits - 1
     grids = [

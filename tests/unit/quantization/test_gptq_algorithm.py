@@ -119,10 +119,19 @@ def test_gptq_all_zero_group_dequantizes_to_zero():
     assert bool((result.dequantize()[:, :32] == 0).all())
 
 
-def test_gptq_refuses_group_size_not_dividing_input():
-    weight, _, hessian = _layer()
-    with pytest.raises(ValueError, match="not divisible by group size 48"):
-        gptq_quantize(weight, hessian, GptqParams(4, 48))
+@pytest.mark.parametrize("desc_act", [False, True])
+def test_gptq_group_not_dividing_input_leaves_a_short_last_group(desc_act):
+    weight, inputs, hessian = _layer(input_size=160)  # AutoGPTQ: ceil(160 / 64) = 3 groups
+    params = GptqParams(4, 64, desc_act=desc_act)
+    result = gptq_quantize(weight, hessian, params)
+    assert result.scales.shape == (3, 32) and result.zeros.shape == (3, 32)
+    assert torch.bincount(result.g_idx.long()).tolist() == [64, 64, 32]
+    rtn = round_to_nearest(weight, params)
+    assert torch.bincount(rtn.g_idx.long()).tolist() == [64, 64, 32]
+    gptq_error = _output_error(weight, inputs, result.dequantize())
+    assert gptq_error < _output_error(weight, inputs, rtn.dequantize())
+    with pytest.raises(ValueError, match="not divisible"):
+        result.to_quantized_weight()
 
 
 @pytest.mark.parametrize(

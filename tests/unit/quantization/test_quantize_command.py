@@ -104,7 +104,6 @@ def test_quantize_refuses_a_non_empty_output(tiny_llama, tmp_path, capsys):
     [
         (["--bits", "3"], "`--bits` must be 4 or 8, got 3"),
         (["--group-size", "0"], "`--group-size` must be -1"),
-        (["--group-size", "48"], "group size 48 does not divide"),
         (["--seq-len", "100000"], "`--seq-len`: window length 100000 exceeds"),
         (["--calibration-samples", "0"], "must be at least 1"),
     ],
@@ -119,3 +118,20 @@ def test_quantize_refuses_an_unwritable_output(tiny_llama, tmp_path, capsys):
     blocker.write_text("")
     assert _quantize(tiny_llama, blocker / "out") == 2
     assert "cannot create `--output` directory" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_quantize_group_not_dividing_hidden_writes_short_last_groups(tiny_llama, tmp_path, capsys):
+    flags = ["--group-size", "48", "--calibration-samples", "2", "--seq-len", "32"]
+    assert _quantize(tiny_llama, tmp_path / "out", *flags) == 0
+    assert (
+        "group size 48 does not divide self_attn.q_proj's 64 input features"
+        in capsys.readouterr().err
+    )
+    with safe_open(str(tmp_path / "out" / "model.safetensors"), framework="pt") as reader:
+        prefix = "model.layers.1.mlp.down_proj"  # 128 inputs: groups of 48, 48, 32
+        assert reader.get_tensor(f"{prefix}.scales").shape == (3, HIDDEN)
+        assert reader.get_tensor(f"{prefix}.qzeros").shape == (3, HIDDEN // 8)
+        assert reader.get_tensor(f"{prefix}.qweight").shape == (INTERMEDIATE // 8, HIDDEN)
+        g_idx = reader.get_tensor(f"{prefix}.g_idx")
+    assert torch.bincount(g_idx.long()).tolist() == [48, 48, 32]
