@@ -28,6 +28,7 @@ from sluice.model.attention.paged import PagedAttentionBackend
 from sluice.model.kv_cache import KVCacheSpec
 from sluice.model.loader import load_model, read_hf_config, resolve_dtype
 from sluice.model.runner import ModelRunner
+from sluice.quantization.scheme import resolve_scheme
 from sluice.speculative.draft_model import DraftModel
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineC
         device=device,
         parallel=SINGLE_DEVICE,
         backend=backend,
+        quantization=resolve_scheme(model_config.quantize, launch.model_path),
     )
     spec = _kv_cache_spec(hf_config, dtype)
     draft = _load_draft(launch, hf_config, dtype, device, backend)
@@ -182,6 +184,7 @@ def _load_draft(
         device=device,
         parallel=SINGLE_DEVICE,
         backend=backend,
+        quantization=resolve_scheme(None, launch.speculator_path),
     )
     return model, _kv_cache_spec(draft_config, dtype)
 

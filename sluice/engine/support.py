@@ -8,7 +8,7 @@ from sluice.config import ModelConfig
 from sluice.errors import ConfigError, ModelLoadError
 from sluice.model.loader import read_hf_config
 from sluice.model.models.registry import model_class_for
-from sluice.weights.quantization_config import declared_quantization
+from sluice.quantization.scheme import resolve_scheme
 from sluice.weights.sources import ResolvedModel
 
 
@@ -22,22 +22,7 @@ def check_engine_support(config: ModelConfig, resolved: ResolvedModel) -> None:
         if "trust_remote_code" in str(error):
             message = "it ships its own code; pass `--trust-remote-code` to allow running it"
         raise ModelLoadError(f"model {resolved.model_id}: {message}") from None
-    check_quantization(config.quantize, declared_quantization(resolved.path))
-
-
-def check_quantization(requested: str | None, declared: str | None) -> None:
-    if declared is not None and requested is not None and requested != declared:
-        raise ConfigError(
-            f"`--quantize {requested}` contradicts the checkpoint, which is quantized with "
-            f"{declared}; pass `--quantize {declared}` or leave it out"
-        )
-    if declared is not None:
-        raise ConfigError(
-            f"the checkpoint is quantized with {declared}, which this server cannot run yet; "
-            "serve a full-precision checkpoint"
-        )
-    if requested is not None:
-        raise ConfigError(f"`--quantize {requested}` is not supported by this server yet")
+    resolve_scheme(config.quantize, resolved.path)
 
 
 def check_num_shard(num_shard: int | None) -> None:

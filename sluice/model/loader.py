@@ -11,6 +11,7 @@ from transformers import AutoConfig, PretrainedConfig
 from sluice.distributed.parallel_context import ParallelContext
 from sluice.model.attention.backend import AttentionBackend
 from sluice.model.models.registry import model_class_for
+from sluice.quantization.scheme import QuantizationScheme
 from sluice.weights.safetensors_reader import iter_checkpoint_tensors
 
 logger = logging.getLogger(__name__)
@@ -49,19 +50,24 @@ def load_model(
     device: torch.device,
     parallel: ParallelContext,
     backend: AttentionBackend,
+    quantization: QuantizationScheme | None = None,
 ) -> nn.Module:
-    """Instantiate the checkpoint's architecture on `device` and load this shard's weights."""
+    """Instantiate the checkpoint's architecture on `device` and load this shard's weights,
+    its linear layers quantized by `quantization` if given."""
     started = time.perf_counter()
     model_class = model_class_for(config.architectures)
     with torch.device(device):
-        model = model_class(config, parallel=parallel, backend=backend, dtype=dtype)
+        model = model_class(
+            config, parallel=parallel, backend=backend, dtype=dtype, quantization=quantization
+        )
     model.load_weights(iter_checkpoint_tensors(path))  # type: ignore[operator]
     model.eval()
     num_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     logger.info(
-        "loaded %s (%s, %.0f MB of weights) in %.1fs",
+        "loaded %s (%s%s, %.0f MB of weights) in %.1fs",
         path.name,
         str(dtype).removeprefix("torch."),
+        "" if quantization is None else f", {quantization.method} {quantization.bits}-bit",
         num_bytes / 1e6,
         time.perf_counter() - started,
     )

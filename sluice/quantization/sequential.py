@@ -76,8 +76,9 @@ def quantize_model(
             for linear, hessian in zip(linears, hessians, strict=True):
                 result = gptq_quantize(linear.weight.data, hessian, params)
                 results[names[linear]] = result
-                errors.append(relative_output_error(linear.weight, result.dequantize(), hessian))
-                linear.weight.data = result.dequantize().to(linear.weight.dtype)
+                dequantized = result.dequantize()
+                errors.append(relative_output_error(linear.weight, dequantized, hessian))
+                linear.weight.data = dequantized.to(linear.weight.dtype)
         with torch.inference_mode():
             chunks = [_Chunk(_run_layer(layer, chunk), chunk.kwargs) for chunk in chunks]
         logger.info(
@@ -164,17 +165,14 @@ def _run_layer(layer: nn.Module, chunk: _Chunk) -> torch.Tensor:
 def _collect_hessians(
     layer: nn.Module, linears: Sequence[nn.Module], chunks: Sequence[_Chunk]
 ) -> list[torch.Tensor]:
-    """One forward pass of the layer over every chunk, accumulating each linear's input."""
-    accumulators = [HessianAccumulator(linear.in_features) for linear in linears]
-    hooks = [
-        linear.register_forward_pre_hook(lambda _, args, acc=acc: acc.add(args[0]))
-        for linear, acc in zip(linears, accumulators, strict=True)
-    ]
+    """One forward pass of the layer over every chunk, accumulating the group's input. The
+    group's linears share that input (see LINEAR_ORDER), so they share one Hessian."""
+    accumulator = HessianAccumulator(linears[0].in_features)
+    hook = linears[0].register_forward_pre_hook(lambda _, args: accumulator.add(args[0]))
     try:
         with torch.inference_mode():
             for chunk in chunks:
                 _run_layer(layer, chunk)
     finally:
-        for hook in hooks:
-            hook.remove()
-    return [acc.hessian for acc in accumulators]
+        hook.remove()
+    return [accumulator.hessian] * len(linears)

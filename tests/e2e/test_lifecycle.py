@@ -156,27 +156,27 @@ def _copy_of_default_model(tmp_path: Path, **config_changes: object) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("quantize", "message"),
+    ("method", "quantize", "message"),
     [
-        ((), "the checkpoint is quantized with gptq"),
-        (("--quantize", "awq"), "`--quantize awq` contradicts the checkpoint"),
+        ("exl2", (), "the checkpoint is quantized with exl2, which this server cannot run yet"),
+        ("gptq", ("--quantize", "awq"), "`--quantize awq` contradicts the checkpoint"),
     ],
 )
 def test_quantized_checkpoint_is_refused_not_served_wrong(
-    tmp_path: Path, quantize: tuple[str, ...], message: str
+    tmp_path: Path, method: str, quantize: tuple[str, ...], message: str
 ) -> None:
-    gptq = {"quant_method": "gptq", "bits": 4, "group_size": 128}
-    model = _copy_of_default_model(tmp_path, quantization_config=gptq)
+    declared = {"quant_method": method, "bits": 4, "group_size": 128}
+    model = _copy_of_default_model(tmp_path, quantization_config=declared)
     result = _run_cli("serve", "--model-id", str(model), *quantize)
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_quantize_flag_on_full_precision_is_refused() -> None:
-    result = _run_cli("serve", "--quantize", "bitsandbytes-nf4")
+def test_quantize_flag_needing_a_quantized_checkpoint_is_refused_on_full_precision() -> None:
+    result = _run_cli("serve", "--quantize", "gptq")
     assert result.returncode == 2
-    assert "`--quantize bitsandbytes-nf4` is not supported by this server yet" in result.stderr
+    assert "`--quantize gptq` needs a checkpoint quantized with gptq" in result.stderr
 
 
 def test_more_shards_than_devices_is_refused() -> None:
@@ -203,4 +203,4 @@ def test_remote_code_runs_only_with_trust_remote_code(tmp_path: Path) -> None:
         "serve", "--model-id", str(model), "--trust-remote-code", "--quantize", "gptq"
     )
     assert marker.exists()
-    assert "`--quantize gptq` is not supported by this server yet" in trusted.stderr
+    assert "`--quantize gptq` needs a checkpoint quantized with gptq" in trusted.stderr

@@ -16,6 +16,7 @@ from sluice.model.kv_cache import KVCacheSpec
 from sluice.model.loader import load_model, read_hf_config
 from sluice.model.runner import ModelRunner
 from sluice.model.step import ScheduledRequest, StepPlan
+from sluice.quantization.scheme import resolve_scheme
 from sluice.sampling_params import SamplingParams
 from sluice.speculative.draft_model import DraftModel
 
@@ -27,7 +28,13 @@ def build_runner(path: Path, dtype: torch.dtype, num_blocks: int = 64) -> ModelR
     backend = PagedAttentionBackend()
     config = read_hf_config(path)
     model = load_model(
-        path, config, dtype=dtype, device=device, parallel=SINGLE_DEVICE, backend=backend
+        path,
+        config,
+        dtype=dtype,
+        device=device,
+        parallel=SINGLE_DEVICE,
+        backend=backend,
+        quantization=resolve_scheme(None, path),
     )
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     spec = KVCacheSpec(config.num_hidden_layers, config.num_key_value_heads, head_dim, dtype)

@@ -4,7 +4,7 @@ embeddings, optional attention bias), over a paged KV cache.
 Checkpoint names follow Hugging Face; `load_weights` folds q/k/v and gate/up into the fused
 layers through each parameter's weight loader."""
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -16,11 +16,17 @@ from sluice.model.layers.activation import SiluAndMul
 from sluice.model.layers.embedding import ParallelLMHead, VocabParallelEmbedding
 from sluice.model.layers.linear import (
     ColumnParallelLinear,
+    LinearMethod,
     QKVParallelLinear,
     RowParallelLinear,
 )
 from sluice.model.layers.norm import RMSNorm
 from sluice.model.layers.rotary import RotaryEmbedding
+from sluice.model.quantized_loading import QuantizedLinearLoader
+from sluice.quantization.scheme import QuantizationScheme
+
+MethodFactory = Callable[[], LinearMethod | None]
+"""Makes the linear method of each projection (None: dense)."""
 
 
 def _head_dim(config: PretrainedConfig) -> int:
@@ -35,6 +41,7 @@ class LlamaAttention(nn.Module):
         backend: AttentionBackend,
         rotary: RotaryEmbedding,
         dtype: torch.dtype,
+        method: MethodFactory,
     ) -> None:
         super().__init__()
         self.head_dim = _head_dim(config)
@@ -49,6 +56,7 @@ class LlamaAttention(nn.Module):
             bias=qkv_bias,
             parallel=parallel,
             dtype=dtype,
+            method=method(),
         )
         self.num_heads = self.qkv_proj.num_heads
         self.num_kv_heads = self.qkv_proj.num_kv_heads
@@ -58,6 +66,7 @@ class LlamaAttention(nn.Module):
             bias=attention_bias,
             parallel=parallel,
             dtype=dtype,
+            method=method(),
         )
         self.rotary = rotary
         self.backend = backend
@@ -82,17 +91,28 @@ class LlamaAttention(nn.Module):
 
 
 class LlamaMLP(nn.Module):
-    def __init__(self, config: PretrainedConfig, parallel: ParallelContext, dtype: torch.dtype):
+    def __init__(
+        self,
+        config: PretrainedConfig,
+        parallel: ParallelContext,
+        dtype: torch.dtype,
+        method: MethodFactory,
+    ) -> None:
         super().__init__()
         if config.hidden_act != "silu":
             raise ValueError(f"unsupported activation {config.hidden_act!r}")
         size = config.intermediate_size
         bias = bool(getattr(config, "mlp_bias", False))
         self.gate_up_proj = ColumnParallelLinear(
-            config.hidden_size, [size, size], bias=bias, parallel=parallel, dtype=dtype
+            config.hidden_size,
+            [size, size],
+            bias=bias,
+            parallel=parallel,
+            dtype=dtype,
+            method=method(),
         )
         self.down_proj = RowParallelLinear(
-            size, config.hidden_size, bias=bias, parallel=parallel, dtype=dtype
+            size, config.hidden_size, bias=bias, parallel=parallel, dtype=dtype, method=method()
         )
         self.act = SiluAndMul()
 
@@ -108,13 +128,14 @@ class LlamaDecoderLayer(nn.Module):
         backend: AttentionBackend,
         rotary: RotaryEmbedding,
         dtype: torch.dtype,
+        method: MethodFactory,
     ) -> None:
         super().__init__()
         eps = config.rms_norm_eps
         self.input_layernorm = RMSNorm(config.hidden_size, eps, dtype=dtype)
-        self.self_attn = LlamaAttention(config, parallel, backend, rotary, dtype)
+        self.self_attn = LlamaAttention(config, parallel, backend, rotary, dtype, method)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, eps, dtype=dtype)
-        self.mlp = LlamaMLP(config, parallel, dtype)
+        self.mlp = LlamaMLP(config, parallel, dtype, method)
 
     def forward(
         self,
@@ -139,6 +160,11 @@ class LlamaForCausalLM(nn.Module):
         "gate_proj": ("gate_up_proj", 0),
         "up_proj": ("gate_up_proj", 1),
     }
+    # Fused layer -> its projections' shard ids in output order.
+    SHARD_ORDER: dict[str, tuple[str | int | None, ...]] = {
+        "qkv_proj": ("q", "k", "v"),
+        "gate_up_proj": (0, 1),
+    }
 
     def __init__(
         self,
@@ -147,16 +173,23 @@ class LlamaForCausalLM(nn.Module):
         parallel: ParallelContext,
         backend: AttentionBackend,
         dtype: torch.dtype,
+        quantization: QuantizationScheme | None = None,
     ) -> None:
+        """`quantization`: the decoder layers' projections run quantized (embeddings and the
+        LM head stay in `dtype`)."""
         super().__init__()
         self.config = config
+        self.quantization = quantization
+        method: MethodFactory = (
+            (lambda: None) if quantization is None else quantization.linear_method
+        )
         head_dim = _head_dim(config)
         rotary = RotaryEmbedding(config, head_dim, config.max_position_embeddings)
         self.embed_tokens = VocabParallelEmbedding(
             config.vocab_size, config.hidden_size, parallel=parallel, dtype=dtype
         )
         self.layers = nn.ModuleList(
-            LlamaDecoderLayer(config, parallel, backend, rotary, dtype)
+            LlamaDecoderLayer(config, parallel, backend, rotary, dtype, method)
             for _ in range(config.num_hidden_layers)
         )
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype)
@@ -189,9 +222,16 @@ class LlamaForCausalLM(nn.Module):
         """Copy checkpoint tensors (Hugging Face names) into this model's shard."""
         params = dict(self.named_parameters(remove_duplicate=False))
         loaded: set[str] = set()
+        quantized = self._quantized_loader()
         for name, tensor in tensors:
             target, shard_id = self._parameter_for(name)
             if target is None:
+                continue
+            module_name, _, part = target.rpartition(".")
+            if quantized is not None and quantized.claims(module_name, part):
+                fused = module_name.rpartition(".")[2]
+                order = self.SHARD_ORDER.get(fused, (None,))
+                quantized.add(module_name, shard_id, part, tensor, order)
                 continue
             if target not in params:
                 raise ValueError(f"checkpoint tensor {name} has no place in the model")
@@ -202,10 +242,29 @@ class LlamaForCausalLM(nn.Module):
             else:
                 loader(param, tensor.to(param.dtype), shard_id)
             loaded.add(target)
+        if quantized is not None:
+            quantized.check_complete()
+            loaded |= {
+                f"{module}.{name}"
+                for module in quantized.loaded
+                for name, _ in quantized.layers[module].named_parameters(recurse=False)
+                if name != "bias"
+            }
         tied = self.lm_head.weight is self.embed_tokens.weight
         missing = {n for n in params if n not in loaded and not (tied and n == "lm_head.weight")}
         if missing:
             raise ValueError(f"checkpoint lacks {len(missing)} tensors, e.g. {sorted(missing)[0]}")
+
+    def _quantized_loader(self) -> QuantizedLinearLoader | None:
+        scheme = self.quantization
+        if scheme is None or not scheme.is_pre_quantized:
+            return None
+        layers = {
+            name: module
+            for name, module in self.layers.named_modules(prefix="layers")
+            if name.rpartition(".")[2] in ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
+        }
+        return QuantizedLinearLoader(scheme, layers)
 
     def _parameter_for(self, name: str) -> tuple[str | None, str | int | None]:
         if "rotary_emb" in name:

@@ -50,6 +50,23 @@ def quantize(
     generator = torch.Generator().manual_seed(seed)
     weight = torch.randn(output_size, input_size, generator=generator, dtype=torch.float64)
     order = torch.randperm(input_size, generator=generator) if act_order else None
+    return quantize_weight(
+        weight, bits=bits, group_size=group_size, symmetric=symmetric, order=order
+    )
+
+
+def quantize_weight(
+    weight: torch.Tensor,
+    *,
+    bits: int,
+    group_size: int,
+    symmetric: bool,
+    order: torch.Tensor | None = None,
+) -> Reference:
+    """Quantize `weight` [output_size, input_size] min/max style; `order` is the order in
+    which GPTQ would visit the input features (act-order), None for input order."""
+    weight = weight.double()
+    output_size, input_size = weight.shape
     position = torch.arange(input_size)
     if order is not None:  # feature order[i] is the i-th quantized, so it joins group i // size
         position = torch.empty_like(position).scatter_(0, order, torch.arange(input_size))

@@ -135,3 +135,36 @@ def test_quantize_group_not_dividing_hidden_writes_short_last_groups(tiny_llama,
         assert reader.get_tensor(f"{prefix}.qweight").shape == (INTERMEDIATE // 8, HIDDEN)
         g_idx = reader.get_tensor(f"{prefix}.g_idx")
     assert torch.bincount(g_idx.long()).tolist() == [48, 48, 32]
+
+
+def test_quantize_model_quantizes_linears_in_data_flow_order(tiny_llama):
+    from transformers import AutoModelForCausalLM
+
+    from sluice.quantization.gptq_algorithm import GptqParams
+    from sluice.quantization.sequential import quantize_model
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
+    embeddings = model.get_input_embeddings().weight.detach().clone()
+    token_ids = torch.randint(0, model.config.vocab_size, (3, 16))
+    results = quantize_model(model, token_ids, GptqParams(8, 32))
+    blocks = ["self_attn"] * 4 + ["mlp"] * 3
+    assert list(results) == [
+        f"model.layers.{layer}.{block}.{linear}"
+        for layer in range(LAYERS)
+        for block, linear in zip(blocks, LINEARS, strict=True)
+    ]
+    for prefix, result in results.items():  # the model now runs on the quantized weights
+        assert torch.equal(model.get_submodule(prefix).weight, result.dequantize())
+    assert torch.equal(model.get_input_embeddings().weight, embeddings)
+
+
+def test_quantize_model_refuses_unknown_architecture(tiny_llama):
+    from transformers import AutoModelForCausalLM
+
+    from sluice.quantization.gptq_algorithm import GptqParams
+    from sluice.quantization.sequential import quantize_model
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
+    model.config.model_type = "gpt2"
+    with pytest.raises(ValueError, match="model type 'gpt2' is not supported"):
+        quantize_model(model, torch.zeros(1, 4, dtype=torch.long), GptqParams())

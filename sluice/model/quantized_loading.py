@@ -1,0 +1,114 @@
+"""Loads the quantized linears of a checkpoint: gathers each projection's tensors (GPTQ's
+qweight, qzeros, scales and g_idx; AWQ's qweight, qzeros and scales), unpacks them into a
+`QuantizedWeight`, joins the projections a fused layer holds (q, k, v; gate, up) along the
+output features, and hands the result to the layer's linear method, which packs it for its
+kernel."""
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from sluice.quantization.awq import convert_awq
+from sluice.quantization.gptq import convert_gptq
+from sluice.quantization.quantized_weight import QuantizedWeight
+from sluice.quantization.scheme import QuantizationScheme
+
+GPTQ_PARTS = frozenset({"qweight", "qzeros", "scales", "g_idx"})
+AWQ_PARTS = frozenset({"qweight", "qzeros", "scales"})
+
+
+@dataclass(slots=True)
+class _PendingLayer:
+    num_shards: int
+    parts: dict[str | int | None, dict[str, torch.Tensor]] = field(default_factory=dict)
+    """Per shard: its checkpoint tensors by part name, until converted."""
+    shards: dict[str | int | None, QuantizedWeight] = field(default_factory=dict)
+
+
+class QuantizedLinearLoader:
+    def __init__(self, scheme: QuantizationScheme, layers: dict[str, nn.Module]) -> None:
+        """`layers`: the model's quantized linear layers by module name."""
+        self.scheme = scheme
+        self.layers = layers
+        self.parts = GPTQ_PARTS if scheme.method == "gptq" else AWQ_PARTS
+        self._pending: dict[str, _PendingLayer] = {}
+        self.loaded: set[str] = set()
+        """Module names of the layers loaded so far."""
+
+    def claims(self, module_name: str, part: str) -> bool:
+        """Whether the tensor `module_name.part` is one of a quantized layer's parts."""
+        return module_name in self.layers and part in self.parts
+
+    def add(
+        self,
+        module_name: str,
+        shard_id: str | int | None,
+        part: str,
+        tensor: torch.Tensor,
+        shard_order: tuple[str | int | None, ...],
+    ) -> None:
+        """Take one part of one projection; `shard_order` lists the fused layer's projections
+        in output order (one None for an unfused layer)."""
+        pending = self._pending.setdefault(module_name, _PendingLayer(len(shard_order)))
+        parts = pending.parts.setdefault(shard_id, {})
+        parts[part] = tensor
+        if set(parts) == self.parts:
+            pending.shards[shard_id] = self._convert(parts)
+            del pending.parts[shard_id]
+        if len(pending.shards) == pending.num_shards:
+            weight = _concat_outputs([pending.shards[s] for s in shard_order])
+            layer = self.layers[module_name]
+            layer.method.load_weight(layer, weight)  # type: ignore[union-attr]
+            del self._pending[module_name]
+            self.loaded.add(module_name)
+
+    def check_complete(self) -> None:
+        missing = sorted(set(self.layers) - self.loaded)
+        if missing:
+            raise ValueError(
+                f"the {self.scheme.method} checkpoint lacks the quantized tensors of "
+                f"{len(missing)} linear layers, e.g. {missing[0]} (expected "
+                f"{', '.join(sorted(self.parts))})"
+            )
+
+    def _convert(self, parts: dict[str, torch.Tensor]) -> QuantizedWeight:
+        scheme = self.scheme
+        if scheme.method == "awq":
+            return convert_awq(
+                parts["qweight"], parts["qzeros"], parts["scales"], group_size=scheme.group_size
+            )
+        return convert_gptq(
+            parts["qweight"],
+            parts["qzeros"],
+            parts["scales"],
+            parts["g_idx"] if scheme.desc_act else None,
+            bits=scheme.bits,
+            group_size=scheme.group_size,
+            checkpoint_format=scheme.checkpoint_format,
+        )
+
+
+def _concat_outputs(shards: list[QuantizedWeight]) -> QuantizedWeight:
+    if len(shards) == 1:
+        return shards[0]
+    first = shards[0]
+    for shard in shards[1:]:
+        same_order = (shard.input_perm is None and first.input_perm is None) or (
+            shard.input_perm is not None
+            and first.input_perm is not None
+            and torch.equal(shard.input_perm, first.input_perm)
+        )
+        if not same_order or shard.group_size != first.group_size or shard.bits != first.bits:
+            raise ValueError(
+                "the projections of a fused layer (q/k/v or gate/up) were quantized with "
+                "different groups or input orders; sluice needs them alike to fuse them"
+            )
+    return QuantizedWeight(
+        q=torch.cat([s.q for s in shards]),
+        scales=torch.cat([s.scales for s in shards], dim=1),
+        zeros=torch.cat([s.zeros for s in shards], dim=1),
+        bits=first.bits,
+        group_size=first.group_size,
+        input_perm=first.input_perm,
+    )

@@ -1,0 +1,119 @@
+"""Which quantization a served model uses: read from the checkpoint's `quantization_config`
+(GPTQ, AWQ) or chosen with `--quantize` for quantizing full-precision weights at load, checked
+against each other, and the linear method that runs it.
+
+A quantized checkpoint is never served as if it were full precision, and a `--quantize` that
+contradicts the checkpoint is refused, each with a message saying what to pass."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from sluice.errors import ConfigError
+from sluice.model.layers.linear import LinearMethod
+from sluice.quantization.gptq import GptqCheckpointFormat
+from sluice.quantization.int4_linear import Int4LinearMethod
+from sluice.quantization.int8_linear import Int8LinearMethod
+from sluice.weights.quantization_config import declared_quantization
+
+FROM_CHECKPOINT: Final = ("gptq", "awq")
+"""Methods whose integers come from a pre-quantized checkpoint."""
+ON_THE_FLY: Final[dict[str, "QuantizationScheme"]] = {}
+"""Methods that quantize full-precision weights at load, by name."""
+
+
+@dataclass(frozen=True, slots=True)
+class QuantizationScheme:
+    method: str
+    """TGI's `--quantize` name."""
+    bits: int
+    group_size: int
+    """Input features per group; -1 for one group per output channel."""
+    desc_act: bool = False
+    """GPTQ act-order: the checkpoint's groups are not contiguous in input order."""
+    sym: bool = True
+    checkpoint_format: GptqCheckpointFormat = GptqCheckpointFormat.V1
+
+    @property
+    def is_pre_quantized(self) -> bool:
+        return self.method in FROM_CHECKPOINT
+
+    def linear_method(self) -> LinearMethod:
+        """A fresh method for one linear layer."""
+        group_size = None if self.group_size == -1 else self.group_size
+        if self.bits == 4:
+            return Int4LinearMethod(group_size, has_input_perm=self.desc_act)
+        return Int8LinearMethod(group_size, symmetric=self.sym, has_input_perm=self.desc_act)
+
+
+def resolve_scheme(requested: str | None, model_path: Path) -> QuantizationScheme | None:
+    """The scheme to serve `model_path` with, given `--quantize` (None: from the checkpoint)."""
+    declared = declared_quantization(model_path)
+    if declared is not None and requested is not None and requested != declared:
+        raise ConfigError(
+            f"`--quantize {requested}` contradicts the checkpoint, which is quantized with "
+            f"{declared}; pass `--quantize {declared}` or leave it out"
+        )
+    if declared is not None:
+        if declared not in FROM_CHECKPOINT:
+            raise ConfigError(
+                f"the checkpoint is quantized with {declared}, which this server cannot run "
+                f"yet; it serves {', '.join(FROM_CHECKPOINT)} checkpoints"
+            )
+        return _checkpoint_scheme(declared, model_path)
+    if requested is None:
+        return None
+    if requested in FROM_CHECKPOINT:
+        raise ConfigError(
+            f"`--quantize {requested}` needs a checkpoint quantized with {requested}, and this "
+            f"one is full precision: make one with `sluice quantize`, or quantize at load "
+            f"with {_on_the_fly_choices()}"
+        )
+    scheme = ON_THE_FLY.get(requested)
+    if scheme is None:
+        raise ConfigError(f"`--quantize {requested}` is not supported by this server yet")
+    return scheme
+
+
+def _checkpoint_scheme(method: str, model_path: Path) -> QuantizationScheme:
+    section = _quantization_section(model_path)
+    bits = int(section.get("bits", section.get("w_bit", 4)))
+    group_size = int(section.get("group_size", section.get("q_group_size", 128)))
+    if method == "awq":
+        if str(section.get("version", "gemm")).lower() != "gemm":
+            raise ConfigError(
+                f"AWQ version {section.get('version')!r} is not supported; sluice reads AWQ's "
+                "GEMM layout"
+            )
+        if bits != 4 or not section.get("zero_point", True):
+            raise ConfigError("sluice reads 4-bit AWQ checkpoints with zero points only")
+        return QuantizationScheme("awq", 4, group_size, sym=False)
+    if bits not in (4, 8):
+        raise ConfigError(f"GPTQ with {bits} bits is not supported; sluice reads 4 and 8 bits")
+    checkpoint_format = str(section.get("checkpoint_format", GptqCheckpointFormat.V1))
+    try:
+        gptq_format = GptqCheckpointFormat(checkpoint_format)
+    except ValueError:
+        raise ConfigError(
+            f"GPTQ checkpoint_format {checkpoint_format!r} is not supported; sluice reads "
+            f"{', '.join(f.value for f in GptqCheckpointFormat)}"
+        ) from None
+    return QuantizationScheme(
+        "gptq",
+        bits,
+        group_size,
+        desc_act=bool(section.get("desc_act", False)),
+        sym=bool(section.get("sym", True)),
+        checkpoint_format=gptq_format,
+    )
+
+
+def _quantization_section(model_path: Path) -> dict[str, Any]:
+    config = json.loads((model_path / "config.json").read_text())
+    section = config.get("quantization_config") or {}
+    return section if isinstance(section, dict) else {}
+
+
+def _on_the_fly_choices() -> str:
+    return " or ".join(f"`--quantize {name}`" for name in ON_THE_FLY) or "nothing yet"

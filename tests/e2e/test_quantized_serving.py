@@ -1,0 +1,61 @@
+"""A GPTQ checkpoint (4-bit, act-order) is detected from its config.json and served over HTTP:
+its greedy answer is the one its dequantized weights give, computed in-process."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from sluice.weights.sources import resolve_model
+from tests.e2e.server import SluiceServer, running_server
+from tests.model.quantized_checkpoints import write_quantized_pair
+from tests.model.runner_driver import build_runner, greedy_generate
+
+PROMPT = "<|im_start|>user\nName three rivers.<|im_end|>\n<|im_start|>assistant\n"
+MAX_NEW_TOKENS = 16
+GPTQ = {"quant_method": "gptq", "bits": 4, "group_size": 64, "sym": False, "desc_act": True}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("checkpoints")
+    write_quantized_pair(resolve_model().path, root / "gptq", root / "dequantized", GPTQ)
+    return root / "gptq", root / "dequantized"
+
+
+@pytest.fixture(scope="module")
+def gptq_server(
+    tmp_path_factory: pytest.TempPathFactory, checkpoints: tuple[Path, Path]
+) -> Iterator[SluiceServer]:
+    flags = (
+        "--model-id",
+        str(checkpoints[0]),
+        "--dtype",
+        "float32",
+        "--max-batch-prefill-tokens",
+        "256",
+    )
+    yield from running_server(tmp_path_factory.mktemp("server"), "gptq", flags)
+
+
+def test_a_gptq_checkpoint_answers_what_its_dequantized_weights_answer(
+    gptq_server: SluiceServer, checkpoints: tuple[Path, Path]
+) -> None:
+    parameters = {"max_new_tokens": MAX_NEW_TOKENS, "details": True, "ignore_eos": True}
+
+    response = httpx.post(
+        f"{gptq_server.url}/generate",
+        json={"inputs": PROMPT, "parameters": parameters},
+        timeout=120,
+    )
+
+    assert response.status_code == 200, response.text
+    tokens = [token["id"] for token in response.json()["details"]["tokens"]]
+    dequantized = build_runner(checkpoints[1], torch.float32)
+    prompt_ids = AutoTokenizer.from_pretrained(checkpoints[1])(PROMPT)["input_ids"]
+    assert tokens == greedy_generate(dequantized, prompt_ids, MAX_NEW_TOKENS)
+    info = httpx.get(f"{gptq_server.url}/info").json()
+    assert info["model_id"] == str(checkpoints[0])
