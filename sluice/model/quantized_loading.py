@@ -1,8 +1,8 @@
-"""Loads the quantized linears of a checkpoint: gathers each projection's tensors (GPTQ's
-qweight, qzeros, scales and g_idx; AWQ's qweight, qzeros and scales), unpacks them into a
-`QuantizedWeight`, joins the projections a fused layer holds (q, k, v; gate, up) along the
-output features, and hands the result to the layer's linear method, which packs it for its
-kernel."""
+"""Loads the quantized linears of a model: gathers each projection's tensors (GPTQ's qweight,
+qzeros, scales and g_idx; AWQ's qweight, qzeros and scales; a full-precision weight to quantize
+at load), unpacks checkpoint integers into a `QuantizedWeight`, joins the projections a fused
+layer holds (q, k, v; gate, up) along the output features, and hands the result to the layer's
+linear method, which packs it for its kernel (`load_weight`) or quantizes it (`load_dense`)."""
 
 from dataclasses import dataclass, field
 
@@ -16,6 +16,7 @@ from sluice.quantization.scheme import QuantizationScheme
 
 GPTQ_PARTS = frozenset({"qweight", "qzeros", "scales", "g_idx"})
 AWQ_PARTS = frozenset({"qweight", "qzeros", "scales"})
+DENSE_PARTS = frozenset({"weight"})
 
 
 @dataclass(slots=True)
@@ -23,7 +24,7 @@ class _PendingLayer:
     num_shards: int
     parts: dict[str | int | None, dict[str, torch.Tensor]] = field(default_factory=dict)
     """Per shard: its checkpoint tensors by part name, until converted."""
-    shards: dict[str | int | None, QuantizedWeight] = field(default_factory=dict)
+    shards: dict[str | int | None, QuantizedWeight | torch.Tensor] = field(default_factory=dict)
 
 
 class QuantizedLinearLoader:
@@ -31,7 +32,7 @@ class QuantizedLinearLoader:
         """`layers`: the model's quantized linear layers by module name."""
         self.scheme = scheme
         self.layers = layers
-        self.parts = GPTQ_PARTS if scheme.method == "gptq" else AWQ_PARTS
+        self.parts = {"gptq": GPTQ_PARTS, "awq": AWQ_PARTS}.get(scheme.method, DENSE_PARTS)
         self._pending: dict[str, _PendingLayer] = {}
         self.loaded: set[str] = set()
         """Module names of the layers loaded so far."""
@@ -57,9 +58,14 @@ class QuantizedLinearLoader:
             pending.shards[shard_id] = self._convert(parts)
             del pending.parts[shard_id]
         if len(pending.shards) == pending.num_shards:
-            weight = _concat_outputs([pending.shards[s] for s in shard_order])
+            shards = [pending.shards[s] for s in shard_order]
             layer = self.layers[module_name]
-            layer.method.load_weight(layer, weight)  # type: ignore[union-attr]
+            if self.parts is DENSE_PARTS:
+                dense = torch.cat([s for s in shards if isinstance(s, torch.Tensor)])
+                layer.method.load_dense(layer, dense)  # type: ignore[union-attr]
+            else:
+                weights = [s for s in shards if isinstance(s, QuantizedWeight)]
+                layer.method.load_weight(layer, _concat_outputs(weights))  # type: ignore[union-attr]
             del self._pending[module_name]
             self.loaded.add(module_name)
 
@@ -72,8 +78,10 @@ class QuantizedLinearLoader:
                 f"{', '.join(sorted(self.parts))})"
             )
 
-    def _convert(self, parts: dict[str, torch.Tensor]) -> QuantizedWeight:
+    def _convert(self, parts: dict[str, torch.Tensor]) -> QuantizedWeight | torch.Tensor:
         scheme = self.scheme
+        if self.parts is DENSE_PARTS:
+            return parts["weight"]
         if scheme.method == "awq":
             return convert_awq(
                 parts["qweight"], parts["qzeros"], parts["scales"], group_size=scheme.group_size
@@ -82,7 +90,7 @@ class QuantizedLinearLoader:
             parts["qweight"],
             parts["qzeros"],
             parts["scales"],
-            parts["g_idx"] if scheme.desc_act else None,
+            parts["g_idx"],
             bits=scheme.bits,
             group_size=scheme.group_size,
             checkpoint_format=scheme.checkpoint_format,

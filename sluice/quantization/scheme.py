@@ -1,6 +1,8 @@
 """Which quantization a served model uses: read from the checkpoint's `quantization_config`
-(GPTQ, AWQ) or chosen with `--quantize` for quantizing full-precision weights at load, checked
-against each other, and the linear method that runs it.
+(GPTQ, AWQ) or chosen with `--quantize` for quantizing full-precision weights at load
+(bitsandbytes and eetq: int8 per output channel; bitsandbytes-nf4/-fp4: 4-bit codebooks in
+blocks of 64; fp8: e4m3 per output channel), checked against each other, and the linear method
+that runs it.
 
 A quantized checkpoint is never served as if it were full precision, and a `--quantize` that
 contradicts the checkpoint is refused, each with a message saying what to pass."""
@@ -12,15 +14,16 @@ from typing import Any, Final
 
 from sluice.errors import ConfigError
 from sluice.model.layers.linear import LinearMethod
+from sluice.quantization.fp8 import Fp8LinearMethod
 from sluice.quantization.gptq import GptqCheckpointFormat
 from sluice.quantization.int4_linear import Int4LinearMethod
 from sluice.quantization.int8_linear import Int8LinearMethod
+from sluice.quantization.nf4 import Nf4LinearMethod
+from sluice.quantization.rtn import Int8OnTheFlyLinearMethod
 from sluice.weights.quantization_config import declared_quantization
 
 FROM_CHECKPOINT: Final = ("gptq", "awq")
 """Methods whose integers come from a pre-quantized checkpoint."""
-ON_THE_FLY: Final[dict[str, "QuantizationScheme"]] = {}
-"""Methods that quantize full-precision weights at load, by name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +44,29 @@ class QuantizationScheme:
 
     def linear_method(self) -> LinearMethod:
         """A fresh method for one linear layer."""
+        if self.method in ("bitsandbytes", "eetq"):
+            return Int8OnTheFlyLinearMethod()
+        if self.method in ("bitsandbytes-nf4", "bitsandbytes-fp4"):
+            return Nf4LinearMethod("nf4" if self.method.endswith("nf4") else "fp4")
+        if self.method == "fp8":
+            return Fp8LinearMethod()
         group_size = None if self.group_size == -1 else self.group_size
         if self.bits == 4:
             return Int4LinearMethod(group_size, has_input_perm=self.desc_act)
         return Int8LinearMethod(group_size, symmetric=self.sym, has_input_perm=self.desc_act)
+
+
+ON_THE_FLY: Final = {
+    scheme.method: scheme
+    for scheme in (
+        QuantizationScheme("bitsandbytes", 8, -1),
+        QuantizationScheme("eetq", 8, -1),
+        QuantizationScheme("bitsandbytes-nf4", 4, 64),
+        QuantizationScheme("bitsandbytes-fp4", 4, 64),
+        QuantizationScheme("fp8", 8, -1),
+    )
+}
+"""Methods that quantize full-precision weights at load, by TGI's name."""
 
 
 def resolve_scheme(requested: str | None, model_path: Path) -> QuantizationScheme | None:

@@ -23,7 +23,10 @@ from sluice.speculative.draft_model import DraftModel
 BLOCK_SIZE = 16
 
 
-def build_runner(path: Path, dtype: torch.dtype, num_blocks: int = 64) -> ModelRunner:
+def build_runner(
+    path: Path, dtype: torch.dtype, num_blocks: int = 64, quantize: str | None = None
+) -> ModelRunner:
+    """`quantize`: as `--quantize`; the checkpoint's own scheme applies regardless."""
     device = torch.device("cpu")
     backend = PagedAttentionBackend()
     config = read_hf_config(path)
@@ -34,7 +37,7 @@ def build_runner(path: Path, dtype: torch.dtype, num_blocks: int = 64) -> ModelR
         device=device,
         parallel=SINGLE_DEVICE,
         backend=backend,
-        quantization=resolve_scheme(None, path),
+        quantization=resolve_scheme(quantize, path),
     )
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     spec = KVCacheSpec(config.num_hidden_layers, config.num_key_value_heads, head_dim, dtype)

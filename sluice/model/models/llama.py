@@ -257,7 +257,7 @@ class LlamaForCausalLM(nn.Module):
 
     def _quantized_loader(self) -> QuantizedLinearLoader | None:
         scheme = self.quantization
-        if scheme is None or not scheme.is_pre_quantized:
+        if scheme is None:
             return None
         layers = {
             name: module
