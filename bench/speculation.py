@@ -8,7 +8,6 @@ Usage: .venv/bin/python bench/speculation.py [--runs 3] [--speculate 4] [--dtype
 Writes bench/results/speculation.md and .json. Nothing else heavy may run meanwhile."""
 
 import argparse
-import asyncio
 import dataclasses
 import json
 import platform
@@ -18,7 +17,7 @@ from typing import Any
 import httpx
 import torch
 
-from sluice.bench.client import RunTimings, run_closed_loop
+from sluice.bench.client import RunTimings, run_workload_blocking
 from sluice.bench.local_server import git_commit, local_server
 from sluice.bench.stats import SingleStreamRun, Spread, ThroughputRun
 from sluice.bench.workloads import Workload, load_workload
@@ -98,22 +97,12 @@ def _metric(page: str, name: str) -> float:
 
 
 def send(url: str, workload: Workload, concurrency: int, *, ignore_eos: bool = True) -> RunTimings:
-    async def run() -> RunTimings:
-        limits = httpx.Limits(max_connections=concurrency + 1)
-        async with httpx.AsyncClient(timeout=None, limits=limits) as client:
-            timings = await run_closed_loop(
-                client,
-                url,
-                workload.prompts,
-                workload.max_new_tokens,
-                concurrency,
-                ignore_eos=ignore_eos,
-            )
-        if timings.errors:
-            raise SystemExit(f"{workload.name}: requests failed: {timings.errors[:3]}")
-        return timings
-
-    return asyncio.run(run())
+    timings = run_workload_blocking(
+        url, workload.prompts, workload.max_new_tokens, concurrency, ignore_eos=ignore_eos
+    )
+    if timings.errors:
+        raise SystemExit(f"{workload.name}: requests failed: {timings.errors[:3]}")
+    return timings
 
 
 def check_identical(plain: ServerRun, speculating: ServerRun) -> None:

@@ -20,7 +20,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.generation.streamers import BaseStreamer
 
-from sluice.bench.client import RequestTiming, RunTimings, run_closed_loop, stream_request
+from sluice.bench.client import (
+    RequestTiming,
+    RunTimings,
+    run_closed_loop,
+    run_workload_blocking,
+    stream_request,
+)
 from sluice.bench.local_server import git_commit, local_server
 from sluice.bench.stats import SingleStreamRun, Spread, ThroughputRun
 from sluice.bench.workloads import Workload, load_workload
@@ -85,25 +91,20 @@ def measure_sluice(w1: Workload, w2: Workload, runs: int) -> list[SluiceRun]:
     results = []
     for _ in range(runs):
         with local_server() as url:
-            _send(url, Workload("warm-up", ("Hello",), 8), 1)
-            single = SingleStreamRun.of(_send(url, w1, 1))
-            throughput = ThroughputRun.of(_send(url, w2, len(w2.prompts)))
+            run_workload_blocking(url, ("Hello",), 8, 1)
+            single = SingleStreamRun.of(
+                run_workload_blocking(url, w1.prompts, w1.max_new_tokens, 1)
+            )
+            everything = len(w2.prompts)
+            throughput = ThroughputRun.of(
+                run_workload_blocking(url, w2.prompts, w2.max_new_tokens, everything)
+            )
         with local_server() as url:
-            _send(url, Workload("warm-up", ("Hello",), 8), 1)
+            run_workload_blocking(url, ("Hello",), 8, 1)
             loaded, long_timing = asyncio.run(_w2_with_long_prompt(url, w2, long_prompt))
         results.append(SluiceRun(single, throughput, ThroughputRun.of(loaded), long_timing.ttft))
         print(f"sluice: {results[-1]}", flush=True)
     return results
-
-
-def _send(url: str, workload: Workload, concurrency: int) -> RunTimings:
-    async def send() -> RunTimings:
-        limits = httpx.Limits(max_connections=concurrency + 1)
-        async with httpx.AsyncClient(timeout=None, limits=limits) as client:
-            prompts, max_new_tokens = workload.prompts, workload.max_new_tokens
-            return await run_closed_loop(client, url, prompts, max_new_tokens, concurrency)
-
-    return asyncio.run(send())
 
 
 async def _w2_with_long_prompt(

@@ -127,6 +127,27 @@ async def run_closed_loop(
     return RunTimings(wall_s, tuple(t for t in timings if t is not None))
 
 
+def run_workload_blocking(
+    url: str,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    concurrency: int,
+    *,
+    ignore_eos: bool = True,
+) -> RunTimings:
+    """`run_closed_loop` from synchronous code (benchmark scripts), with its own client sized
+    for `concurrency`."""
+
+    async def run() -> RunTimings:
+        limits = httpx.Limits(max_connections=concurrency + 1)
+        async with httpx.AsyncClient(timeout=None, limits=limits) as client:
+            return await run_closed_loop(
+                client, url, prompts, max_new_tokens, concurrency, ignore_eos=ignore_eos
+            )
+
+    return asyncio.run(run())
+
+
 async def fetch_server_info(client: httpx.AsyncClient, url: str) -> dict[str, object] | None:
     """The server's `/info` (model id, dtype, version...) to record beside the figures; None if
     it has none to give."""
