@@ -96,11 +96,10 @@ def write_gptq_checkpoint(
         if tensors.pop(f"{prefix}.weight", None) is None:
             raise ValueError(f"the checkpoint in {source} has no tensor {prefix}.weight")
         tensors.update(gptq_tensors(prefix, result))
-    save_file(
-        {name: t.contiguous() for name, t in tensors.items()},
-        output / WEIGHTS_FILE,
-        {"format": "pt"},
-    )
+    weights = output / WEIGHTS_FILE
+    save_file({name: t.contiguous() for name, t in tensors.items()}, weights, {"format": "pt"})
+    # save_file creates the file private (0600); make it as readable as the source's weights
+    shutil.copymode(next(source.glob("*.safetensors")), weights)
     config = json.loads((source / "config.json").read_text())
     config["quantization_config"] = quantization_config(params)
     (output / "config.json").write_text(json.dumps(config, indent=2) + "\n")

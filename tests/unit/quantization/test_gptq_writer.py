@@ -94,6 +94,7 @@ def test_write_gptq_checkpoint_replaces_weights_and_keeps_the_rest(tmp_path):
     result = _result(4, 64, True, sym=True)
     others = {"model.embed_tokens.weight": torch.randn(10, 256), "norm.weight": torch.ones(256)}
     save_file({"layer.weight": torch.randn(64, 256), **others}, source / "model.safetensors")
+    (source / "model.safetensors").chmod(0o644)
     (source / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 256}))
     for name in ("tokenizer.json", "generation_config.json", "chat_template.jinja"):
         (source / name).write_text(name)
@@ -107,6 +108,9 @@ def test_write_gptq_checkpoint_replaces_weights_and_keeps_the_rest(tmp_path):
         assert torch.equal(reader.get_tensor("norm.weight"), others["norm.weight"])
         assert torch.equal(reader.get_tensor("layer.g_idx"), result.g_idx)
     assert names == {"layer.qweight", "layer.qzeros", "layer.scales", "layer.g_idx", *others}
+    assert (output / "model.safetensors").stat().st_mode == (
+        source / "model.safetensors"
+    ).stat().st_mode
     config = json.loads((output / "config.json").read_text())
     assert config["hidden_size"] == 256
     assert config["quantization_config"] == {
