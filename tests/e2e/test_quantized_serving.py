@@ -1,6 +1,9 @@
 """A GPTQ checkpoint (4-bit, act-order) is detected from its config.json and served over HTTP:
-its greedy answer is the one its dequantized weights give, computed in-process."""
+its greedy answer is the one its dequantized weights give, computed in-process; and what
+`sluice quantize` writes, sluice serves."""
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from sluice.weights.sources import resolve_model
 from tests.e2e.server import SluiceServer, running_server
 from tests.model.quantized_checkpoints import write_quantized_pair
 from tests.model.runner_driver import build_runner, greedy_generate
+from tests.unit.quantization.tiny_llama import write_tiny_llama
 
 PROMPT = "<|im_start|>user\nName three rivers.<|im_end|>\n<|im_start|>assistant\n"
 MAX_NEW_TOKENS = 16
@@ -59,3 +63,29 @@ def test_a_gptq_checkpoint_answers_what_its_dequantized_weights_answer(
     assert tokens == greedy_generate(dequantized, prompt_ids, MAX_NEW_TOKENS)
     info = httpx.get(f"{gptq_server.url}/info").json()
     assert info["model_id"] == str(checkpoints[0])
+
+
+def test_sluice_quantize_writes_a_checkpoint_that_sluice_serves(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The round trip: `sluice quantize` (GPTQ, 4 bits, act-order) on a small random Llama, then
+    `sluice serve` on its output, queried over HTTP."""
+    root = tmp_path_factory.mktemp("round-trip")
+    model = write_tiny_llama(root / "tiny")
+    quantize = [sys.executable, "-m", "sluice", "quantize", "--model-id", str(model)]
+    flags = ["--group-size", "32", "--act-order", "--calibration-samples", "4", "--seq-len", "64"]
+    result = subprocess.run(
+        [*quantize, "--output", str(root / "gptq"), *flags],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+
+    serve_flags = ("--model-id", str(root / "gptq"), "--max-batch-prefill-tokens", "128")
+    for server in running_server(root, "tiny-gptq", serve_flags):
+        body = {"inputs": "It is a truth", "parameters": {"max_new_tokens": 8, "details": True}}
+        response = httpx.post(f"{server.url}/generate", json=body, timeout=120)
+
+        assert response.status_code == 200, response.text
+        assert response.json()["details"]["generated_tokens"] >= 1
