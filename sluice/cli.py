@@ -286,7 +286,9 @@ def _build_parser() -> argparse.ArgumentParser:
     for flag in SERVE_FLAGS:
         _add_flag(serve, flag)
     _add_bench_flags(commands.add_parser("bench", help="measure any TGI-compatible server"))
-    quantize = commands.add_parser("quantize", help="GPTQ-quantize a model into a new checkpoint")
+    quantize = commands.add_parser(
+        "quantize", help="GPTQ- or AWQ-quantize a model into a new checkpoint"
+    )
     for flag in MODEL_FLAGS:
         _add_flag(quantize, flag)
     _add_quantize_flags(quantize)
@@ -296,6 +298,13 @@ def _build_parser() -> argparse.ArgumentParser:
 def _add_quantize_flags(parser: argparse.ArgumentParser) -> None:
     """GPTQ's knobs, named as in quantize_config.json; not TGI's, so no environment fallbacks."""
     parser.add_argument("--output", type=Path, required=True, help="new, empty checkpoint dir")
+    parser.add_argument(
+        "--method",
+        choices=("gptq", "awq"),
+        default="gptq",
+        help="gptq: a GPTQ v1 checkpoint; awq: AWQ's scale search, an AutoAWQ GEMM checkpoint "
+        "(4-bit, asymmetric) (default: %(default)s)",
+    )
     parser.add_argument("--bits", type=int, default=4, help="4 or 8 (default: %(default)s)")
     parser.add_argument(
         "--group-size", type=int, default=128, help="-1: per channel (default: %(default)s)"
@@ -465,6 +474,7 @@ def _quantize(args: argparse.Namespace) -> int:
         model.model_id,
         model.revision,
         args.output,
+        args.method,
         args.bits,
         args.group_size,
         args.act_order,

@@ -1,6 +1,7 @@
-"""`sluice quantize`: GPTQ-quantize a model on the shipped calibration text and write a standard
-GPTQ v1 checkpoint. Loads the model with transformers in float32 on CPU; progress goes to the log
-(stderr). User mistakes raise ConfigError before any model is loaded."""
+"""`sluice quantize`: quantize a model on the shipped calibration text with GPTQ (a standard GPTQ v1
+checkpoint) or AWQ's scale search (an AutoAWQ GEMM checkpoint). Loads the model with transformers
+in float32 on CPU; progress goes to the log (stderr). User mistakes raise ConfigError before any
+model is loaded."""
 
 import logging
 import os
@@ -11,6 +12,8 @@ from pathlib import Path
 import torch
 
 from sluice.errors import ConfigError
+from sluice.quantization.awq_search import awq_quantize_model
+from sluice.quantization.awq_writer import write_awq_checkpoint
 from sluice.quantization.calibration import ShippedText, read_text, token_windows
 from sluice.quantization.gptq_algorithm import GptqParams
 from sluice.quantization.gptq_writer import write_gptq_checkpoint
@@ -26,6 +29,8 @@ class QuantizeOptions:
     model_id: str
     revision: str | None
     output: Path
+    method: str = "gptq"
+    """`gptq` or `awq`."""
     bits: int = 4
     group_size: int = 128
     act_order: bool = False
@@ -66,10 +71,14 @@ def run_quantize(options: QuantizeOptions) -> int:
     model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=torch.float32)
     model.eval()
     try:
-        results = quantize_model(model, windows, params)
+        if options.method == "awq":
+            results, norms = awq_quantize_model(model, windows, params.group_size)
+            write_awq_checkpoint(resolved.path, options.output, results, norms, params.group_size)
+        else:
+            results = quantize_model(model, windows, params)
+            write_gptq_checkpoint(resolved.path, options.output, results, params)
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    write_gptq_checkpoint(resolved.path, options.output, results, params)
     size = sum(path.stat().st_size for path in options.output.iterdir())
     logger.info(
         "wrote %d quantized linears to %s (%.1f MB) in %.0fs",
@@ -82,6 +91,15 @@ def run_quantize(options: QuantizeOptions) -> int:
 
 
 def _params(options: QuantizeOptions) -> GptqParams:
+    if options.method not in ("gptq", "awq"):
+        raise ConfigError(f"`--method` must be gptq or awq, got {options.method}")
+    if options.method == "awq" and (options.bits != 4 or options.act_order or options.sym):
+        raise ConfigError(
+            "AWQ checkpoints are 4-bit with zero points, in input order: `--method awq` takes "
+            "no `--bits` other than 4, no `--act-order` and no `--sym`"
+        )
+    if options.method == "awq" and options.group_size == -1:
+        raise ConfigError("`--method awq` needs groups: pass a positive `--group-size`")
     if options.bits not in (4, 8):
         raise ConfigError(f"`--bits` must be 4 or 8, got {options.bits}")
     if options.group_size == 0 or options.group_size < -1:

@@ -1,14 +1,17 @@
-"""Sequential GPTQ over a transformers causal LM: decoder layer by decoder layer, linear group by
-linear group, each group calibrated on the outputs of the groups and layers already quantized (as
-AutoGPTQ's true-sequential mode). Embeddings, norms and lm_head stay full precision. Reads and
-writes no files: the model comes in loaded, the results go out keyed by checkpoint prefix."""
+"""Sequential quantization of a transformers causal LM: decoder layer by decoder layer, each layer
+calibrated on the outputs of the layers already quantized. How one layer's linears are quantized
+is a `LayerQuantizer`'s business: GPTQ (`GptqLayerQuantizer`, linear group by linear group, each
+group calibrated on the outputs of the groups already quantized, as AutoGPTQ's true-sequential
+mode) or AWQ (`awq_search`). Embeddings, norms and lm_head stay full precision. Reads and writes
+no files: the model comes in loaded, the results go out keyed by checkpoint prefix."""
 
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 import torch
 from torch import nn
@@ -53,6 +56,60 @@ class _StopForward(Exception):
     """Raised by the capture hook: nothing past the first decoder layer is needed."""
 
 
+@dataclass(frozen=True, slots=True)
+class InputStats:
+    """What a linear group's calibration inputs X [rows, input_size] look like."""
+
+    hessian: torch.Tensor
+    """H = 2 X^T X / rows."""
+    mean_abs: torch.Tensor
+    """Mean |x| per input feature: AWQ's measure of how salient an input channel is."""
+
+
+CollectStats = Callable[[Sequence[nn.Module]], InputStats]
+"""Runs the layer over the calibration inputs, returning the stats at the first given linear."""
+
+
+@dataclass(frozen=True, slots=True)
+class QuantizedLinear:
+    name: str
+    """The linear's module name inside its decoder layer (`self_attn.q_proj`)."""
+    result: GptqResult
+    relative_error: float
+    """Output error on the calibration inputs, as `relative_output_error`."""
+
+
+class LayerQuantizer(Protocol):
+    def quantize_layer(
+        self, layer: nn.Module, order: tuple[tuple[str, ...], ...], collect: CollectStats
+    ) -> list[QuantizedLinear]:
+        """Quantize one decoder layer's linears, given in groups in data-flow order; leave each
+        holding its dequantized weight."""
+        ...
+
+
+class GptqLayerQuantizer:
+    """GPTQ, group by group: each group sees the outputs of the groups quantized before it."""
+
+    def __init__(self, params: GptqParams) -> None:
+        self.params = params
+
+    def quantize_layer(
+        self, layer: nn.Module, order: tuple[tuple[str, ...], ...], collect: CollectStats
+    ) -> list[QuantizedLinear]:
+        quantized = []
+        for group in order:
+            linears = [layer.get_submodule(name) for name in group]
+            hessian = collect(linears).hessian  # the group's linears read the same input
+            for name, linear in zip(group, linears, strict=True):
+                result = gptq_quantize(linear.weight.data, hessian, self.params)
+                dequantized = result.dequantize()
+                error = relative_output_error(linear.weight, dequantized, hessian)
+                quantized.append(QuantizedLinear(name, result, error))
+                linear.weight.data = dequantized.to(linear.weight.dtype)
+        return quantized
+
+
 def quantize_model(
     model: nn.Module, token_ids: torch.Tensor, params: GptqParams
 ) -> dict[str, GptqResult]:
@@ -60,27 +117,29 @@ def quantize_model(
 
     The model's linears are left holding their dequantized weights. Returns results keyed by
     the linears' module names, which are the checkpoint's tensor prefixes."""
+    return quantize_layers(model, token_ids, GptqLayerQuantizer(params), params.group_size)
+
+
+def quantize_layers(
+    model: nn.Module, token_ids: torch.Tensor, quantizer: LayerQuantizer, group_size: int
+) -> dict[str, GptqResult]:
+    """Run `quantizer` over every decoder layer of model in turn; results keyed by the linears'
+    module names in the model (the checkpoint's tensor prefixes)."""
     layers = _decoder_layers(model)
-    order = _linear_order(model)
-    names = {module: name for name, module in model.named_modules()}
-    _check_group_size(layers, order, params)
+    order = linear_order(model)
+    _check_group_size(layers, order, group_size)
     results: dict[str, GptqResult] = {}
     with torch.inference_mode():
         chunks = _capture_layer_inputs(model, layers[0], token_ids)
+    prefix = _layers_prefix(model, layers)
     for index, layer in enumerate(layers):
         started = time.perf_counter()
-        errors = []
-        for group in order:
-            linears = [layer.get_submodule(name) for name in group]
-            hessians = _collect_hessians(layer, linears, chunks)
-            for linear, hessian in zip(linears, hessians, strict=True):
-                result = gptq_quantize(linear.weight.data, hessian, params)
-                results[names[linear]] = result
-                dequantized = result.dequantize()
-                errors.append(relative_output_error(linear.weight, dequantized, hessian))
-                linear.weight.data = dequantized.to(linear.weight.dtype)
+        collect = functools.partial(_collect_stats, layer, chunks)
+        quantized = quantizer.quantize_layer(layer, order, collect)
+        results |= {f"{prefix}.{index}.{q.name}": q.result for q in quantized}
         with torch.inference_mode():
             chunks = [_Chunk(_run_layer(layer, chunk), chunk.kwargs) for chunk in chunks]
+        errors = [q.relative_error for q in quantized]
         logger.info(
             "layer %d/%d quantized in %.1fs (relative output error: mean %.2e, max %.2e)",
             index + 1,
@@ -92,7 +151,12 @@ def quantize_model(
     return results
 
 
-def _decoder_layers(model: nn.Module) -> Sequence[nn.Module]:
+def _layers_prefix(model: nn.Module, layers: nn.ModuleList) -> str:
+    """The module name of the decoder layer list (`model.layers`)."""
+    return next(name for name, module in model.named_modules() if module is layers)
+
+
+def _decoder_layers(model: nn.Module) -> nn.ModuleList:
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
     layers = getattr(decoder, "layers", None)
     if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
@@ -100,7 +164,7 @@ def _decoder_layers(model: nn.Module) -> Sequence[nn.Module]:
     return layers
 
 
-def _linear_order(model: nn.Module) -> tuple[tuple[str, ...], ...]:
+def linear_order(model: nn.Module) -> tuple[tuple[str, ...], ...]:
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type not in LINEAR_ORDER:
         raise ValueError(
@@ -111,7 +175,7 @@ def _linear_order(model: nn.Module) -> tuple[tuple[str, ...], ...]:
 
 
 def _check_group_size(
-    layers: Sequence[nn.Module], order: tuple[tuple[str, ...], ...], params: GptqParams
+    layers: Sequence[nn.Module], order: tuple[tuple[str, ...], ...], group_size: int
 ) -> None:
     """Fail before any calibration work rather than at the first odd layer."""
     for group in order:
@@ -119,16 +183,15 @@ def _check_group_size(
             linear = layers[0].get_submodule(name)
             if not isinstance(linear, nn.Linear):
                 raise ValueError(f"{name} is a {type(linear).__name__}, expected nn.Linear")
-            if linear.out_features % (32 // params.bits):
+            if linear.out_features % 8:
                 raise ValueError(
-                    f"{name}'s {linear.out_features} outputs cannot pack into 32-bit words "
-                    f"at {params.bits} bits"
+                    f"{name}'s {linear.out_features} outputs cannot pack into 32-bit words"
                 )
-            if linear.in_features % params.group_size_for(linear.in_features):
+            if group_size != -1 and linear.in_features % group_size:
                 logger.warning(
                     "group size %d does not divide %s's %d input features: its last group is "
                     "shorter (AutoGPTQ's layout, which sluice's own GPTQ reader refuses today)",
-                    params.group_size,
+                    group_size,
                     name,
                     linear.in_features,
                 )
@@ -162,17 +225,24 @@ def _run_layer(layer: nn.Module, chunk: _Chunk) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
-def _collect_hessians(
-    layer: nn.Module, linears: Sequence[nn.Module], chunks: Sequence[_Chunk]
-) -> list[torch.Tensor]:
-    """One forward pass of the layer over every chunk, accumulating the group's input. The
-    group's linears share that input (see LINEAR_ORDER), so they share one Hessian."""
-    accumulator = HessianAccumulator(linears[0].in_features)
-    hook = linears[0].register_forward_pre_hook(lambda _, args: accumulator.add(args[0]))
+def _collect_stats(
+    layer: nn.Module, chunks: Sequence[_Chunk], linears: Sequence[nn.Module]
+) -> InputStats:
+    """One forward pass of the layer over every chunk, accumulating the first linear's input
+    (the group's linears share it)."""
+    linear = linears[0]
+    accumulator = HessianAccumulator(linear.in_features)
+    abs_sum = torch.zeros(linear.in_features)
+
+    def observe(_: nn.Module, args: tuple) -> None:
+        accumulator.add(args[0])
+        abs_sum.add_(args[0].float().abs().reshape(-1, linear.in_features).sum(0))
+
+    hook = linear.register_forward_pre_hook(observe)
     try:
         with torch.inference_mode():
             for chunk in chunks:
                 _run_layer(layer, chunk)
     finally:
         hook.remove()
-    return [accumulator.hessian] * len(linears)
+    return InputStats(accumulator.hessian, abs_sum / max(accumulator.num_rows, 1))

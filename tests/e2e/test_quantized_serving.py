@@ -65,25 +65,28 @@ def test_a_gptq_checkpoint_answers_what_its_dequantized_weights_answer(
     assert info["model_id"] == str(checkpoints[0])
 
 
+@pytest.mark.parametrize(
+    ("method", "method_flags"), [("gptq", ["--act-order"]), ("awq", ["--method", "awq"])]
+)
 def test_sluice_quantize_writes_a_checkpoint_that_sluice_serves(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, method: str, method_flags: list[str]
 ) -> None:
-    """The round trip: `sluice quantize` (GPTQ, 4 bits, act-order) on a small random Llama, then
-    `sluice serve` on its output, queried over HTTP."""
+    """The round trip: `sluice quantize` (GPTQ with act-order, or AWQ; 4 bits) on a small random
+    Llama, then `sluice serve` on its output, queried over HTTP."""
     root = tmp_path_factory.mktemp("round-trip")
     model = write_tiny_llama(root / "tiny")
     quantize = [sys.executable, "-m", "sluice", "quantize", "--model-id", str(model)]
-    flags = ["--group-size", "32", "--act-order", "--calibration-samples", "4", "--seq-len", "64"]
+    flags = ["--group-size", "32", *method_flags, "--calibration-samples", "4", "--seq-len", "64"]
     result = subprocess.run(
-        [*quantize, "--output", str(root / "gptq"), *flags],
+        [*quantize, "--output", str(root / method), *flags],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
 
-    serve_flags = ("--model-id", str(root / "gptq"), "--max-batch-prefill-tokens", "128")
-    for server in running_server(root, "tiny-gptq", serve_flags):
+    serve_flags = ("--model-id", str(root / method), "--max-batch-prefill-tokens", "128")
+    for server in running_server(root, f"tiny-{method}", serve_flags):
         body = {"inputs": "It is a truth", "parameters": {"max_new_tokens": 8, "details": True}}
         response = httpx.post(f"{server.url}/generate", json=body, timeout=120)
 

@@ -12,13 +12,8 @@ from sluice.quantization.gptq_algorithm import (
     HessianAccumulator,
     gptq_quantize,
 )
-from sluice.quantization.gptq_writer import (
-    gptq_tensors,
-    pack_columns,
-    pack_rows,
-    write_gptq_checkpoint,
-)
-from sluice.quantization.packing import unpack_columns, unpack_rows
+from sluice.quantization.gptq_writer import gptq_tensors, write_gptq_checkpoint
+from sluice.quantization.packing import pack_columns, pack_rows, unpack_columns, unpack_rows
 
 
 def _result(bits: int, group_size: int, desc_act: bool, sym: bool = False) -> GptqResult:

@@ -79,6 +79,9 @@ def test_quantize_refuses_a_non_empty_output(tiny_llama, tmp_path, capsys):
         (["--group-size", "0"], "`--group-size` must be -1"),
         (["--seq-len", "100000"], "`--seq-len`: window length 100000 exceeds"),
         (["--calibration-samples", "0"], "must be at least 1"),
+        (["--method", "awq", "--bits", "8"], "`--method awq` takes no `--bits` other than 4"),
+        (["--method", "awq", "--sym"], "no `--act-order` and no `--sym`"),
+        (["--method", "awq", "--group-size", "-1"], "`--method awq` needs groups"),
     ],
 )
 def test_quantize_refuses_bad_flags(tiny_llama, tmp_path, capsys, flags, message):
