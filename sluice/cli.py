@@ -43,6 +43,7 @@ QUANTIZE_CHOICES = (
     "bitsandbytes-nf4",
     "bitsandbytes-fp4",
     "fp8",
+    "gguf",
 )
 
 

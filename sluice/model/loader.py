@@ -11,7 +11,8 @@ from transformers import AutoConfig, PretrainedConfig
 from sluice.distributed.parallel_context import ParallelContext
 from sluice.model.attention.backend import AttentionBackend
 from sluice.model.models.registry import model_class_for
-from sluice.quantization.scheme import QuantizationScheme
+from sluice.quantization.scheme import GGUF, QuantizationScheme
+from sluice.weights.gguf_linears import iter_gguf_packed_tensors
 from sluice.weights.safetensors_reader import iter_checkpoint_tensors
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,9 @@ def load_model(
         model = model_class(
             config, parallel=parallel, backend=backend, dtype=dtype, quantization=quantization
         )
-    model.load_weights(iter_checkpoint_tensors(path))  # type: ignore[operator]
+    is_gguf = quantization is not None and quantization.method == GGUF
+    tensors = iter_gguf_packed_tensors(path) if is_gguf else iter_checkpoint_tensors(path)
+    model.load_weights(tensors)  # type: ignore[operator]
     model.eval()
     num_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     logger.info(

@@ -1,8 +1,9 @@
 """Loads the quantized linears of a model: gathers each projection's tensors (GPTQ's qweight,
-qzeros, scales and g_idx; AWQ's qweight, qzeros and scales; a full-precision weight to quantize
-at load), unpacks checkpoint integers into a `QuantizedWeight`, joins the projections a fused
-layer holds (q, k, v; gate, up) along the output features, and hands the result to the layer's
-linear method, which packs it for its kernel (`load_weight`) or quantizes it (`load_dense`)."""
+qzeros, scales and g_idx; AWQ's qweight, qzeros and scales; a GGUF's blocks and their type; a
+full-precision weight to quantize at load), unpacks checkpoint integers into a
+`QuantizedWeight`, joins the projections a fused layer holds (q, k, v; gate, up) along the
+output features, and hands the result to the layer's linear method, which packs it for its
+kernel (`load_weight`) or quantizes it (`load_dense`)."""
 
 from dataclasses import dataclass, field
 
@@ -10,12 +11,14 @@ import torch
 from torch import nn
 
 from sluice.quantization.awq import convert_awq
+from sluice.quantization.gguf_blocks import GgmlType, convert_gguf_blocks
 from sluice.quantization.gptq import convert_gptq
 from sluice.quantization.quantized_weight import QuantizedWeight
 from sluice.quantization.scheme import QuantizationScheme
 
 GPTQ_PARTS = frozenset({"qweight", "qzeros", "scales", "g_idx"})
 AWQ_PARTS = frozenset({"qweight", "qzeros", "scales"})
+GGUF_PARTS = frozenset({"gguf_blocks", "gguf_type"})
 DENSE_PARTS = frozenset({"weight"})
 
 
@@ -32,7 +35,9 @@ class QuantizedLinearLoader:
         """`layers`: the model's quantized linear layers by module name."""
         self.scheme = scheme
         self.layers = layers
-        self.parts = {"gptq": GPTQ_PARTS, "awq": AWQ_PARTS}.get(scheme.method, DENSE_PARTS)
+        self.parts = {"gptq": GPTQ_PARTS, "awq": AWQ_PARTS, "gguf": GGUF_PARTS}.get(
+            scheme.method, DENSE_PARTS
+        )
         self._pending: dict[str, _PendingLayer] = {}
         self.loaded: set[str] = set()
         """Module names of the layers loaded so far."""
@@ -82,6 +87,8 @@ class QuantizedLinearLoader:
         scheme = self.scheme
         if self.parts is DENSE_PARTS:
             return parts["weight"]
+        if scheme.method == "gguf":
+            return convert_gguf_blocks(parts["gguf_blocks"], GgmlType(int(parts["gguf_type"])))
         if scheme.method == "awq":
             return convert_awq(
                 parts["qweight"], parts["qzeros"], parts["scales"], group_size=scheme.group_size

@@ -16,7 +16,9 @@ class QuantizedWeight:
 
     q: torch.Tensor  # [output_size, input_size] int32 in [0, 2**bits)
     scales: torch.Tensor  # [num_groups, output_size] float (fp16 in checkpoints)
-    zeros: torch.Tensor  # [num_groups, output_size] int32 in [0, 2**bits)
+    # [num_groups, output_size] int32 in [0, 2**bits); float where the format's zero point is
+    # fractional (GGUF Q4_1), which only the int4 kernel takes
+    zeros: torch.Tensor
     bits: int
     group_size: int  # input features per group; input_size when quantized per output channel
     input_perm: torch.Tensor | None = None  # [input_size] int64, or None for the identity

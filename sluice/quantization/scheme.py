@@ -1,8 +1,8 @@
 """Which quantization a served model uses: read from the checkpoint's `quantization_config`
 (GPTQ, AWQ) or chosen with `--quantize` for quantizing full-precision weights at load
 (bitsandbytes and eetq: int8 per output channel; bitsandbytes-nf4/-fp4: 4-bit codebooks in
-blocks of 64; fp8: e4m3 per output channel), checked against each other, and the linear method
-that runs it.
+blocks of 64; fp8: e4m3 per output channel) or for serving a GGUF's Q4_0/Q4_1/Q8_0 blocks as
+they are (gguf, sluice's own), checked against each other, and the linear method that runs it.
 
 A quantized checkpoint is never served as if it were full precision, and a `--quantize` that
 contradicts the checkpoint is refused, each with a message saying what to pass."""
@@ -15,15 +15,19 @@ from typing import Any, Final
 from sluice.errors import ConfigError
 from sluice.model.layers.linear import LinearMethod
 from sluice.quantization.fp8 import Fp8LinearMethod
+from sluice.quantization.gguf_blocks import BLOCK
 from sluice.quantization.gptq import GptqCheckpointFormat
 from sluice.quantization.int4_linear import Int4LinearMethod
 from sluice.quantization.int8_linear import Int8LinearMethod
 from sluice.quantization.nf4 import Nf4LinearMethod
 from sluice.quantization.rtn import Int8OnTheFlyLinearMethod
+from sluice.weights.gguf_linears import gguf_linear_types
 from sluice.weights.quantization_config import declared_quantization
 
 FROM_CHECKPOINT: Final = ("gptq", "awq")
 """Methods whose integers come from a pre-quantized checkpoint."""
+GGUF: Final = "gguf"
+"""sluice's method for a GGUF's own Q4_0, Q4_1 and Q8_0 blocks, served packed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +90,8 @@ def resolve_scheme(requested: str | None, model_path: Path) -> QuantizationSchem
         return _checkpoint_scheme(declared, model_path)
     if requested is None:
         return None
+    if requested == GGUF:
+        return _gguf_scheme(model_path)
     if requested in FROM_CHECKPOINT:
         raise ConfigError(
             f"`--quantize {requested}` needs a checkpoint quantized with {requested}, and this "
@@ -129,6 +135,31 @@ def _checkpoint_scheme(method: str, model_path: Path) -> QuantizationScheme:
         sym=bool(section.get("sym", True)),
         checkpoint_format=gptq_format,
     )
+
+
+def _gguf_scheme(model_path: Path) -> QuantizationScheme:
+    found = gguf_linear_types(model_path)
+    if found is None:
+        raise ConfigError(
+            f"`--quantize {GGUF}` serves the block-quantized linears of a GGUF model, and "
+            f"{model_path} was not converted from a GGUF file: pass a .gguf `--model-id`"
+        )
+    types, skipped = found
+    if skipped:
+        name, kind = next(iter(skipped.items()))
+        raise ConfigError(
+            f"`--quantize {GGUF}` runs Q4_0, Q4_1 and Q8_0 linears, and {len(skipped)} of this "
+            f"GGUF's are not (e.g. {name}: {kind}); leave `--quantize` out to serve it "
+            "dequantized"
+        )
+    bits = {ggml_type.bits for ggml_type in types}
+    if len(bits) != 1:
+        raise ConfigError(
+            f"`--quantize {GGUF}` needs the GGUF's linears all 4-bit or all 8-bit, and this one "
+            f"mixes {', '.join(sorted(t.name for t in types))}; leave `--quantize` out to serve "
+            "it dequantized"
+        )
+    return QuantizationScheme(GGUF, bits.pop(), BLOCK, sym=True)
 
 
 def _quantization_section(model_path: Path) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Converts a GGUF checkpoint once into a Hugging Face layout directory (fp32 safetensors, config,
-generation config, tokenizer files). Owns the completion marker and the cross-process lock; knows
-nothing about where the GGUF came from."""
+generation config, tokenizer files, and the block-quantized linears as stored, see
+`gguf_linears`). Owns the completion marker and the cross-process lock; knows nothing about where
+the GGUF came from."""
 
 from __future__ import annotations
 
@@ -20,10 +21,11 @@ from typing import Any, Final
 from filelock import FileLock, Timeout
 
 from sluice.errors import ModelLoadError
+from sluice.weights.gguf_linears import write_gguf_linears
 
 logger = logging.getLogger(__name__)
 
-CONVERTER_VERSION: Final = 1
+CONVERTER_VERSION: Final = 2
 """Bump when the written layout changes; directories with an older marker are converted again."""
 
 LOCK_TIMEOUT_S: Final = 3600
@@ -118,7 +120,8 @@ def _replace_dir(src: Path, dst: Path) -> None:
 
 
 def _write_hf_layout(gguf_path: Path, out_dir: Path, show_progress: bool) -> None:
-    """Dequantize gguf_path and write model.safetensors, configs and tokenizer into out_dir."""
+    """Dequantize gguf_path and write model.safetensors, the packed linears, configs and
+    tokenizer into out_dir."""
     try:
         facts = _write_model(gguf_path, out_dir, show_progress)
         _write_tokenizer(gguf_path, out_dir, facts)
@@ -155,6 +158,7 @@ def _write_model(gguf_path: Path, out_dir: Path, show_progress: bool) -> _GgufFa
     config.architectures = [type(model).__name__]
     config.dtype = torch.float32
     save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    write_gguf_linears(gguf_path, out_dir, state, config)
     config.save_pretrained(out_dir)
     GenerationConfig.from_model_config(config).save_pretrained(out_dir)
     num_bytes = sum(t.numel() * t.element_size() for t in state.values())
@@ -205,10 +209,13 @@ def _write_tokenizer(gguf_path: Path, out_dir: Path, facts: _GgufFacts) -> None:
 
 
 def _make_readable(out_dir: Path) -> None:
-    """Give the dir and files the usual modes; mkdtemp and safetensors create 0700/0600."""
+    """Give the dirs and files the usual modes; mkdtemp and safetensors create 0700/0600."""
     out_dir.chmod(0o755)
     for path in out_dir.iterdir():
-        path.chmod(0o644)
+        if path.is_dir():
+            _make_readable(path)
+        else:
+            path.chmod(0o644)
 
 
 def _drop_tokenizer_config_keys(path: Path) -> None:

@@ -92,3 +92,21 @@ def test_sluice_quantize_writes_a_checkpoint_that_sluice_serves(
 
         assert response.status_code == 200, response.text
         assert response.json()["details"]["generated_tokens"] >= 1
+
+
+def test_the_default_gguf_served_packed_answers_as_dequantized(
+    tmp_path_factory: pytest.TempPathFactory, fp32_server: SluiceServer
+) -> None:
+    """`--quantize gguf` runs the embedded Q4_1 blocks on the int4 kernel: in float32 the greedy
+    answer is the dequantized model's, token for token."""
+    body = {
+        "inputs": PROMPT,
+        "parameters": {"max_new_tokens": MAX_NEW_TOKENS, "details": True, "ignore_eos": True},
+    }
+    dense = httpx.post(f"{fp32_server.url}/generate", json=body, timeout=120)
+    flags = ("--quantize", "gguf", "--dtype", "float32", "--max-batch-prefill-tokens", "256")
+    for server in running_server(tmp_path_factory.mktemp("server"), "gguf", flags):
+        packed = httpx.post(f"{server.url}/generate", json=body, timeout=120)
+
+        assert packed.status_code == dense.status_code == 200, packed.text
+        assert packed.json() == dense.json()

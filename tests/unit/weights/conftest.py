@@ -146,8 +146,13 @@ def _write_gguf_metadata(writer: gguf.GGUFWriter) -> None:
     writer.add_chat_template("{% for m in messages %}<s>{{ m['content'] }}</s>{% endfor %}")
 
 
-def write_tiny_gguf(path: Path, *, is_tied: bool) -> dict[str, torch.Tensor]:
-    """Write a 2-layer F32 Llama GGUF to path; return the HF state dict it should convert to."""
+def write_tiny_gguf(
+    path: Path, *, is_tied: bool, linear_types: tuple[str, ...] = ()
+) -> dict[str, torch.Tensor]:
+    """Write a 2-layer Llama GGUF to path; return the HF state dict it should convert to.
+
+    Tensors are F32, except that the decoder linears take ggml block types from linear_types
+    in turn (`Q4_1`, ...), as llama.cpp quantizes them; their state is then the dequantized one."""
     config = LlamaConfig(
         hidden_size=64,
         intermediate_size=128,
@@ -164,8 +169,18 @@ def write_tiny_gguf(path: Path, *, is_tied: bool) -> dict[str, torch.Tensor]:
         state.pop("lm_head.weight")
     writer = gguf.GGUFWriter(str(path), "llama")
     _write_gguf_metadata(writer)
+    linears = [name for name in state if name.endswith("_proj.weight")]
     for name, tensor in state.items():
-        writer.add_tensor(*_gguf_tensor(name, tensor.numpy()))
+        gguf_name, data = _gguf_tensor(name, tensor.numpy())
+        if linear_types and name in linears:
+            kind = gguf.GGMLQuantizationType[linear_types[linears.index(name) % len(linear_types)]]
+            blocks = gguf.quants.quantize(data, kind)
+            writer.add_tensor(gguf_name, blocks, raw_dtype=kind)
+            # Quantizing is row by row, so the HF row order dequantizes alike.
+            dequantized = gguf.quants.dequantize(gguf.quants.quantize(tensor.numpy(), kind), kind)
+            state[name] = torch.from_numpy(dequantized)
+        else:
+            writer.add_tensor(gguf_name, data)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -183,10 +198,13 @@ class TinyGguf:
 
 @pytest.fixture
 def make_tiny_gguf(tmp_path: Path) -> Callable[..., TinyGguf]:
-    """make(name="tiny.gguf", is_tied=False) -> TinyGguf."""
+    """make(name="tiny.gguf", is_tied=False, linear_types=()) -> TinyGguf."""
 
-    def make(name: str = "tiny.gguf", *, is_tied: bool = False) -> TinyGguf:
+    def make(
+        name: str = "tiny.gguf", *, is_tied: bool = False, linear_types: tuple[str, ...] = ()
+    ) -> TinyGguf:
         path = tmp_path / name
-        return TinyGguf(path=path, state=write_tiny_gguf(path, is_tied=is_tied))
+        state = write_tiny_gguf(path, is_tied=is_tied, linear_types=linear_types)
+        return TinyGguf(path=path, state=state)
 
     return make
