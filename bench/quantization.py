@@ -4,11 +4,14 @@ on the shipped evaluation text (measured in a fresh process per method, which al
 peak RSS), and over HTTP on a fresh server per method: W1 decode tokens/s (batch 1) and W2
 output tokens/s (64 requests at once).
 
-Methods: bf16; int8 (`--quantize eetq`, quantized at load); GPTQ 4-bit and AWQ-layout 4-bit
-(checkpoint directories given with --gptq and --awq; `sluice quantize` writes the former);
-NF4 (`--quantize bitsandbytes-nf4`).
+Methods: bf16 (the default model's Q4_1 GGUF dequantized at load, sluice's default); the same
+GGUF's Q4_1 blocks served packed (`--quantize gguf`); int8 (`--quantize eetq`, quantized at
+load); GPTQ 4-bit and AWQ 4-bit checkpoints (directories given with --gptq and --awq, as
+`sluice quantize` writes them); NF4 (`--quantize bitsandbytes-nf4`); and any further
+checkpoints given as --checkpoint NAME=DIR.
 
-Usage: .venv/bin/python bench/quantization.py --gptq DIR [--awq DIR] [--runs 3]
+Usage: .venv/bin/python bench/quantization.py --gptq DIR --awq DIR [--checkpoint NAME=DIR]...
+  [--runs 3]
 Writes bench/results/quantization.md, .json and .png. Nothing else heavy may run meanwhile."""
 
 import argparse
@@ -45,7 +48,14 @@ WINDOW = 1024
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--gptq", type=Path, required=True, help="a GPTQ 4-bit checkpoint")
-    parser.add_argument("--awq", type=Path, help="an AWQ-layout 4-bit checkpoint")
+    parser.add_argument("--awq", type=Path, required=True, help="an AWQ 4-bit checkpoint")
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="a further quantized checkpoint to measure, shown as NAME",
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--output", type=Path, default=ROOT / "bench/results")
     parser.add_argument(
@@ -59,12 +69,15 @@ def main() -> None:
     default = str(resolve_model().path)
     methods: dict[str, tuple[str, str | None]] = {
         "bf16": (default, None),
+        "GGUF Q4_1 packed": (default, "gguf"),
         "int8 (eetq)": (default, "eetq"),
         "GPTQ 4-bit": (str(args.gptq), None),
+        "AWQ 4-bit": (str(args.awq), None),
         "NF4": (default, "bitsandbytes-nf4"),
     }
-    if args.awq is not None:
-        methods["AWQ 4-bit"] = (str(args.awq), None)
+    for extra in args.checkpoint:
+        name, _, path = extra.partition("=")
+        methods[name] = (path, None)
     figures: dict[str, dict[str, Any]] = {}
     for name, (model, quantize) in methods.items():
         figures[name] = offline_figures(model, quantize)
@@ -77,7 +90,10 @@ def main() -> None:
     results = {
         "commit": git_commit(),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
-        "methods": {name: {"model": m, "quantize": q} for name, (m, q) in methods.items()},
+        "methods": {
+            name: {"model": m, "quantize": q, "checkpoint_config": _checkpoint_config(m)}
+            for name, (m, q) in methods.items()
+        },
         "figures": figures,
     }
     args.output.mkdir(parents=True, exist_ok=True)
@@ -90,7 +106,8 @@ def main() -> None:
 
 def offline_figures(model: str, quantize: str | None) -> dict[str, Any]:
     """Weight bytes, perplexity and peak RSS, from a fresh process."""
-    command = [sys.executable, __file__, "--gptq", "-", "--evaluate", model, quantize or "-"]
+    command = [sys.executable, __file__, "--gptq", "-", "--awq", "-"]
+    command += ["--evaluate", model, quantize or "-"]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -161,7 +178,10 @@ def render(results: dict[str, Any]) -> str:
         "",
         f"Commit {results['commit']}, {results['machine']}, the default model (SmolLM2-135M). "
         "Weight bytes are the decoder layers' (embeddings and LM head stay bfloat16 in every "
-        "method). Perplexity: the shipped evaluation text (Austen, public domain), windows of "
+        "method). bf16 is the default model as sluice serves it: its Q4_1 GGUF dequantized at "
+        "load, so it already carries one 4-bit rounding, which the other methods round again "
+        "(all but GGUF Q4_1 packed, which runs the GGUF's own blocks). "
+        "Perplexity: the shipped evaluation text (Austen, public domain), windows of "
         f"{WINDOW} tokens, bfloat16 activations. Peak RSS: the process that loaded the model "
         "and computed the perplexity. Tokens/s: fresh server per method and run, median "
         "(min-max) over runs; ratios against bf16 of the same run.",
@@ -183,7 +203,19 @@ def render(results: dict[str, Any]) -> str:
             f"{Spread.of(w1_ratio).format(2)} | {Spread.of(w2).format(1)} | "
             f"{Spread.of(w2_ratio).format(2)} |"
         )
+    lines += ["", "Checkpoints' `quantization_config`:", ""]
+    for name, method in results["methods"].items():
+        if method["checkpoint_config"]:
+            lines.append(f"- {name}: `{json.dumps(method['checkpoint_config'])}`")
     return "\n".join([*lines, ""])
+
+
+def _checkpoint_config(model: str) -> dict[str, Any] | None:
+    config = json.loads((Path(model) / "config.json").read_text()).get("quantization_config")
+    if not config:
+        return None
+    keys = ("quant_method", "bits", "group_size", "desc_act", "sym", "zero_point")
+    return {key: config[key] for key in keys if key in config}
 
 
 def plot(results: dict[str, Any], path: Path) -> None:

@@ -313,6 +313,11 @@ def _add_quantize_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--act-order", action="store_true", help="GPTQ desc_act")
     parser.add_argument("--sym", action="store_true", help="zero point fixed at 2**(bits-1)")
     parser.add_argument(
+        "--clip-search",
+        action="store_true",
+        help="fit each group's grid to the shrunk range that rounds it best (AutoGPTQ's mse)",
+    )
+    parser.add_argument(
         "--calibration-samples", type=int, default=16, help="(default: %(default)s)"
     )
     parser.add_argument("--seq-len", type=int, default=512, help="tokens per sample")
@@ -480,6 +485,7 @@ def _quantize(args: argparse.Namespace) -> int:
         args.group_size,
         args.act_order,
         args.sym,
+        args.clip_search,
         args.calibration_samples,
         args.seq_len,
     )

@@ -50,8 +50,11 @@ input and which can take 1/s: a norm (its weight) or a linear (its output rows a
 
 
 class AwqLayerQuantizer:
-    def __init__(self, group_size: int, feeders: Mapping[str, str]) -> None:
-        self.params = GptqParams(BITS, group_size, sym=False)
+    def __init__(self, params: GptqParams, feeders: Mapping[str, str]) -> None:
+        """`params`: the grid (4 bits, asymmetric, groups in input order) and its fitting."""
+        if params.bits != BITS or params.sym or params.desc_act:
+            raise ValueError("AWQ rounds to 4-bit asymmetric groups in input order")
+        self.params = params
         self.feeders = feeders
         self.rescaled_norms: list[nn.Module] = []
         """Norms whose weights were divided by a scale: the checkpoint must carry the new ones."""
@@ -94,7 +97,7 @@ class AwqLayerQuantizer:
 
 
 def awq_quantize_model(
-    model: nn.Module, token_ids: torch.Tensor, group_size: int
+    model: nn.Module, token_ids: torch.Tensor, params: GptqParams
 ) -> tuple[dict[str, GptqResult], dict[str, torch.Tensor]]:
     """AWQ every decoder-layer linear of model (fp32, eval mode) on token_ids [samples, seq_len].
 
@@ -106,8 +109,8 @@ def awq_quantize_model(
             f"AWQ for model type {model_type!r} is not supported "
             f"(supported: {', '.join(sorted(FEEDERS))})"
         )
-    quantizer = AwqLayerQuantizer(group_size, FEEDERS[model_type])
-    results = quantize_layers(model, token_ids, quantizer, group_size)
+    quantizer = AwqLayerQuantizer(params, FEEDERS[model_type])
+    results = quantize_layers(model, token_ids, quantizer, params.group_size)
     names = {module: name for name, module in model.named_modules()}
     norms = {
         f"{names[norm]}.weight": norm.weight.detach().clone() for norm in quantizer.rescaled_norms

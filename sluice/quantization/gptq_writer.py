@@ -39,6 +39,7 @@ def quantization_config(params: GptqParams) -> dict[str, object]:
         "desc_act": params.desc_act,
         "sym": params.sym,
         "damp_percent": params.damp_percent,
+        "clip_search": params.clip_search,
         "true_sequential": True,
         "static_groups": False,
         "checkpoint_format": str(GptqCheckpointFormat.V1),

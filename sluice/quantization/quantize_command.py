@@ -35,6 +35,7 @@ class QuantizeOptions:
     group_size: int = 128
     act_order: bool = False
     sym: bool = False
+    clip_search: bool = False
     calibration_samples: int = 16
     seq_len: int = 512
 
@@ -72,7 +73,7 @@ def run_quantize(options: QuantizeOptions) -> int:
     model.eval()
     try:
         if options.method == "awq":
-            results, norms = awq_quantize_model(model, windows, params.group_size)
+            results, norms = awq_quantize_model(model, windows, params)
             write_awq_checkpoint(resolved.path, options.output, results, norms, params.group_size)
         else:
             results = quantize_model(model, windows, params)
@@ -106,7 +107,13 @@ def _params(options: QuantizeOptions) -> GptqParams:
         raise ConfigError(
             f"`--group-size` must be -1 (per channel) or positive, got {options.group_size}"
         )
-    return GptqParams(options.bits, options.group_size, options.sym, options.act_order)
+    return GptqParams(
+        options.bits,
+        options.group_size,
+        options.sym,
+        options.act_order,
+        clip_search=options.clip_search,
+    )
 
 
 def _prepare_output(output: Path) -> None:

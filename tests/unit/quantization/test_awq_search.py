@@ -88,7 +88,7 @@ def test_awq_quantize_model_folds_scales_into_norms_and_writes_a_checkpoint(tmp_
     model.save_pretrained(source)
     original = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
     token_ids = torch.randint(0, model.config.vocab_size, (4, 32), generator=torch.Generator())
-    results, norms = awq_quantize_model(model, token_ids, 32)
+    results, norms = awq_quantize_model(model, token_ids, PARAMS)
 
     assert len(results) == LAYERS * 7
     assert set(norms) == {

@@ -115,6 +115,7 @@ def test_write_gptq_checkpoint_replaces_weights_and_keeps_the_rest(tmp_path):
         "desc_act": True,
         "sym": True,
         "damp_percent": 0.01,
+        "clip_search": False,
         "true_sequential": True,
         "static_groups": False,
         "checkpoint_format": "gptq",
