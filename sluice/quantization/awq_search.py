@@ -110,7 +110,10 @@ def awq_quantize_model(
             f"(supported: {', '.join(sorted(FEEDERS))})"
         )
     quantizer = AwqLayerQuantizer(params, FEEDERS[model_type])
-    results = quantize_layers(model, token_ids, quantizer, params.group_size)
+    # AWQ's layout has no short last group (GPTQ's has)
+    results = quantize_layers(
+        model, token_ids, quantizer, params.group_size, short_last_group=False
+    )
     names = {module: name for name, module in model.named_modules()}
     norms = {
         f"{names[norm]}.weight": norm.weight.detach().clone() for norm in quantizer.rescaled_norms

@@ -121,13 +121,19 @@ def quantize_model(
 
 
 def quantize_layers(
-    model: nn.Module, token_ids: torch.Tensor, quantizer: LayerQuantizer, group_size: int
+    model: nn.Module,
+    token_ids: torch.Tensor,
+    quantizer: LayerQuantizer,
+    group_size: int,
+    *,
+    short_last_group: bool = True,
 ) -> dict[str, GptqResult]:
     """Run `quantizer` over every decoder layer of model in turn; results keyed by the linears'
-    module names in the model (the checkpoint's tensor prefixes)."""
+    module names in the model (the checkpoint's tensor prefixes). Without `short_last_group`,
+    a group size that does not divide a linear's input size is refused."""
     layers = _decoder_layers(model)
     order = linear_order(model)
-    _check_group_size(layers, order, group_size)
+    _check_group_size(layers, order, group_size, short_last_group)
     results: dict[str, GptqResult] = {}
     with torch.inference_mode():
         chunks = _capture_layer_inputs(model, layers[0], token_ids)
@@ -175,7 +181,10 @@ def linear_order(model: nn.Module) -> tuple[tuple[str, ...], ...]:
 
 
 def _check_group_size(
-    layers: Sequence[nn.Module], order: tuple[tuple[str, ...], ...], group_size: int
+    layers: Sequence[nn.Module],
+    order: tuple[tuple[str, ...], ...],
+    group_size: int,
+    short_last_group: bool,
 ) -> None:
     """Fail before any calibration work rather than at the first odd layer."""
     for group in order:
@@ -188,6 +197,11 @@ def _check_group_size(
                     f"{name}'s {linear.out_features} outputs cannot pack into 32-bit words"
                 )
             if group_size != -1 and linear.in_features % group_size:
+                if not short_last_group:
+                    raise ValueError(
+                        f"group size {group_size} does not divide {name}'s "
+                        f"{linear.in_features} input features"
+                    )
                 logger.warning(
                     "group size %d does not divide %s's %d input features: its last group is "
                     "shorter (AutoGPTQ's layout, which sluice's own GPTQ reader refuses today)",
