@@ -4,12 +4,15 @@ the calibration text, and the op feeding the group (a norm, or the linear before
 by the same s, so the full-precision layer computes the same function while the salient channels
 get a finer grid. alpha is chosen per group from a grid by the output error it leaves on the
 calibration inputs, read off the Hessian H = 2 X^T X (alpha 0 is plain round-to-nearest, so the
-search never does worse than that). AutoAWQ's weight-clipping search is not done.
+search never does worse than that). AutoAWQ's clipping search, which ranks clip ratios by
+output error, is not done; `clip_search` rounds each group on the range that rounds its weights
+best instead (see `gptq_algorithm`), after the scales are chosen.
 
 Scales are searched for every group of a layer on the full-precision layer, then every linear is
 rounded, as AutoAWQ does. A group whose feeding op is a linear of another width (o_proj under
 grouped-query attention) is not scaled, as in AutoAWQ."""
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Final
 
@@ -128,6 +131,8 @@ def search_scale(
     scaled by s and rounded, with the least output error on the calibration inputs."""
     salience = stats.mean_abs.float()
     best_error, best_scale = float("inf"), torch.ones_like(salience)
+    # The search ranks scales by plain min/max rounding; clipping, if asked, comes after it.
+    params = dataclasses.replace(params, clip_search=False)
     for alpha in ALPHAS:
         scale = salience.pow(alpha).clamp(min=MIN_SCALE)
         scale = scale / (scale.max() * scale.min()).sqrt()
