@@ -214,7 +214,7 @@ def _checkpoint_config(model: str) -> dict[str, Any] | None:
     config = json.loads((Path(model) / "config.json").read_text()).get("quantization_config")
     if not config:
         return None
-    keys = ("quant_method", "bits", "group_size", "desc_act", "sym", "zero_point")
+    keys = ("quant_method", "bits", "group_size", "desc_act", "sym", "zero_point", "clip_search")
     return {key: config[key] for key in keys if key in config}
 
 
