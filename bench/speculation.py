@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Speculative decoding (`--speculate N`, n-gram drafts) against the same server without it,
-in the same run: W3 (copy-heavy) and W1 one request at a time, and W2 (64 at once). Each run
-starts fresh servers. Greedy outputs must be identical with and without speculation: the
-script stops with an error naming the first prompt that differs.
+"""Speculative decoding (`--speculate N`, n-gram drafts, or a draft model's with
+--speculator-model-id) against the same server without it, in the same run: W3 (copy-heavy)
+and W1 one request at a time, and W2 (64 at once). Each run starts fresh servers. Greedy
+outputs must be identical with and without speculation: the script stops with an error naming
+the first prompt that differs.
 
 Usage: .venv/bin/python bench/speculation.py [--runs 3] [--speculate 4] [--dtype bfloat16]
-Writes bench/results/speculation.md and .json. Nothing else heavy may run meanwhile."""
+  [--speculator-model-id DIR]
+Writes bench/results/speculation.md and .json (speculation_draft_model.* with a draft model).
+Nothing else heavy may run meanwhile."""
 
 import argparse
 import dataclasses
@@ -42,13 +45,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--speculate", type=int, default=4)
     parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--speculator-model-id", help="draft with this model, not n-grams")
     parser.add_argument("--output", type=Path, default=ROOT / "bench/results")
     args = parser.parse_args()
+    drafting = ["--speculate", str(args.speculate)]
+    if args.speculator_model_id:
+        drafting += ["--speculator-model-id", args.speculator_model_id]
     workloads = {name: load_workload(name) for name in ("w3", "w1", "w2")}
     runs: list[dict[str, ServerRun]] = []
     for _ in range(args.runs):
         plain = measure(workloads, "--dtype", args.dtype)
-        speculating = measure(workloads, "--dtype", args.dtype, "--speculate", str(args.speculate))
+        speculating = measure(workloads, "--dtype", args.dtype, *drafting)
         check_identical(plain, speculating)
         runs.append({"plain": plain, "speculate": speculating})
         print(f"plain: {_figures(plain)}\nspeculate: {_figures(speculating)}", flush=True)
@@ -57,12 +64,14 @@ def main() -> None:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
         "dtype": args.dtype,
         "speculate": args.speculate,
+        "speculator_model_id": args.speculator_model_id,
         "runs": [{name: _figures(run) for name, run in pair.items()} for pair in runs],
     }
     args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "speculation.json").write_text(json.dumps(results, indent=2))
+    name = "speculation_draft_model" if args.speculator_model_id else "speculation"
+    (args.output / f"{name}.json").write_text(json.dumps(results, indent=2))
     table = render(results)
-    (args.output / "speculation.md").write_text(table)
+    (args.output / f"{name}.md").write_text(table)
     print(table)
 
 
@@ -131,8 +140,10 @@ def render(results: dict[str, Any]) -> str:
     def spread(values: list[float], digits: int = 1) -> str:
         return Spread.of(values).format(digits)
 
+    draft_model = results.get("speculator_model_id")
+    drafts = f"drafts of `--speculator-model-id {draft_model}`" if draft_model else "n-gram drafts"
     lines = [
-        "# Speculative decoding: n-gram drafts against no speculation",
+        f"# Speculative decoding: {drafts} against no speculation",
         "",
         f"Commit {results['commit']}, {results['machine']}, {results['dtype']}, "
         f"`--speculate {results['speculate']}`, {len(runs)} runs, each on fresh servers; "
