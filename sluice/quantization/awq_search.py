@@ -114,9 +114,7 @@ def awq_quantize_model(
         )
     quantizer = AwqLayerQuantizer(params, FEEDERS[model_type])
     # AWQ's layout has no short last group (GPTQ's has)
-    results = quantize_layers(
-        model, token_ids, quantizer, params.group_size, short_last_group=False
-    )
+    results = quantize_layers(model, token_ids, quantizer, params, short_last_group=False)
     names = {module: name for name, module in model.named_modules()}
     norms = {
         f"{names[norm]}.weight": norm.weight.detach().clone() for norm in quantizer.rescaled_norms

@@ -117,21 +117,22 @@ class _Grid:
         return (q - self.zero) * self.scale
 
 
-def _fit_grid(weight: torch.Tensor, bits: int, sym: bool, clip_search: bool = False) -> _Grid:
+def _fit_grid(weight: torch.Tensor, params: GptqParams) -> _Grid:
     """Min/max grid over weight [output_size, columns], as AutoGPTQ's Quantizer.
 
     The range always includes 0 so that the zero point is representable. Symmetric grids span
     [-m, m] with m = max |w| (AutoGPTQ keeps [0, max] for an all-positive group, clipping half of
-    it; we don't). With `clip_search`, each row's range is shrunk by the factor among 1.00,
+    it; we don't). With `params.clip_search`, each row's range is shrunk by the factor among 1.00,
     0.99, ..., 0.21 that rounds the row with the least sum of |error|^2.4 (AutoGPTQ's mse
     option): clipping a few outliers buys a finer grid for the rest."""
+    bits, sym = params.bits, params.sym
     w_min = weight.min(dim=1, keepdim=True).values.clamp(max=0)
     w_max = weight.max(dim=1, keepdim=True).values.clamp(min=0)
     if sym:
         w_max = torch.maximum(-w_min, w_max)
         w_min = -w_max
     grid = _grid_for_range(w_min, w_max, bits, sym)
-    if not clip_search:
+    if not params.clip_search:
         return grid
     best = _rounding_error(weight, grid, bits)
     for step in range(1, CLIP_STEPS):
@@ -223,14 +224,10 @@ def _quantize_columns(
     Returns q [output_size, input_size] and scales, zeros [num_groups, output_size]."""
     input_size = w.shape[1]
     max_q = 2**params.bits - 1
-
-    def fit(columns: torch.Tensor) -> _Grid:
-        return _fit_grid(columns, params.bits, params.sym, params.clip_search)
-
     per_channel = group_size == input_size
     # A group must not straddle blocks, so that its grid is fitted to error-corrected columns.
     block_size = BLOCK_SIZE if per_channel or BLOCK_SIZE % group_size == 0 else group_size
-    grids = [fit(w)] if per_channel else []
+    grids = [_fit_grid(w, params)] if per_channel else []
     q = torch.zeros_like(w)
     for start in range(0, input_size, block_size):
         end = min(start + block_size, input_size)
@@ -239,7 +236,7 @@ def _quantize_columns(
         h_block = h_inv[start:end, start:end]
         for i in range(end - start):
             if not per_channel and (start + i) % group_size == 0:
-                grids.append(fit(block[:, i : i + group_size]))
+                grids.append(_fit_grid(block[:, i : i + group_size], params))
             column = block[:, i : i + 1]  # [output_size, 1]
             q[:, start + i : start + i + 1] = grids[-1].quantize(column, max_q)
             error = (column - grids[-1].dequantize(q[:, start + i : start + i + 1])) / h_block[i, i]
@@ -258,7 +255,7 @@ def round_to_nearest(weight: torch.Tensor, params: GptqParams) -> GptqResult:
     w = weight.detach().float()
     max_q = 2**params.bits - 1
     grids = [
-        _fit_grid(w[:, start : start + group_size], params.bits, params.sym, params.clip_search)
+        _fit_grid(w[:, start : start + group_size], params)
         for start in range(0, input_size, group_size)
     ]
     q = torch.cat(

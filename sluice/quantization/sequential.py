@@ -117,23 +117,24 @@ def quantize_model(
 
     The model's linears are left holding their dequantized weights. Returns results keyed by
     the linears' module names, which are the checkpoint's tensor prefixes."""
-    return quantize_layers(model, token_ids, GptqLayerQuantizer(params), params.group_size)
+    return quantize_layers(model, token_ids, GptqLayerQuantizer(params), params)
 
 
 def quantize_layers(
     model: nn.Module,
     token_ids: torch.Tensor,
     quantizer: LayerQuantizer,
-    group_size: int,
+    params: GptqParams,
     *,
     short_last_group: bool = True,
 ) -> dict[str, GptqResult]:
-    """Run `quantizer` over every decoder layer of model in turn; results keyed by the linears'
-    module names in the model (the checkpoint's tensor prefixes). Without `short_last_group`,
-    a group size that does not divide a linear's input size is refused."""
+    """Run `quantizer` over every decoder layer of model in turn, checking first that its grid
+    (`params`) fits the linears; results keyed by the linears' module names in the model (the
+    checkpoint's tensor prefixes). Without `short_last_group`, a group size that does not divide
+    a linear's input size is refused."""
     layers = _decoder_layers(model)
     order = linear_order(model)
-    _check_group_size(layers, order, group_size, short_last_group)
+    _check_group_size(layers, order, params, short_last_group)
     results: dict[str, GptqResult] = {}
     with torch.inference_mode():
         chunks = _capture_layer_inputs(model, layers[0], token_ids)
@@ -183,7 +184,7 @@ def linear_order(model: nn.Module) -> tuple[tuple[str, ...], ...]:
 def _check_group_size(
     layers: Sequence[nn.Module],
     order: tuple[tuple[str, ...], ...],
-    group_size: int,
+    params: GptqParams,
     short_last_group: bool,
 ) -> None:
     """Fail before any calibration work rather than at the first odd layer."""
@@ -192,20 +193,21 @@ def _check_group_size(
             linear = layers[0].get_submodule(name)
             if not isinstance(linear, nn.Linear):
                 raise ValueError(f"{name} is a {type(linear).__name__}, expected nn.Linear")
-            if linear.out_features % 8:
+            if linear.out_features % (32 // params.bits):
                 raise ValueError(
-                    f"{name}'s {linear.out_features} outputs cannot pack into 32-bit words"
+                    f"{name}'s {linear.out_features} outputs cannot pack into 32-bit words "
+                    f"at {params.bits} bits"
                 )
-            if group_size != -1 and linear.in_features % group_size:
+            if linear.in_features % params.group_size_for(linear.in_features):
                 if not short_last_group:
                     raise ValueError(
-                        f"group size {group_size} does not divide {name}'s "
+                        f"group size {params.group_size} does not divide {name}'s "
                         f"{linear.in_features} input features"
                     )
                 logger.warning(
                     "group size %d does not divide %s's %d input features: its last group is "
                     "shorter (AutoGPTQ's layout, which sluice's own GPTQ reader refuses today)",
-                    group_size,
+                    params.group_size,
                     name,
                     linear.in_features,
                 )
