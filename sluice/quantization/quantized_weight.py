@@ -39,6 +39,12 @@ class QuantizedWeight:
                 f"input_perm has shape {tuple(self.input_perm.shape)}, expected ({input_size},)"
             )
 
+    def dequantize(self) -> torch.Tensor:
+        """[output_size, input_size] float32, columns in q's order: for checks and tests (the
+        kernels dequantize group by group as they multiply)."""
+        groups = torch.arange(self.input_size, device=self.q.device) // self.group_size
+        return (self.q - self.zeros[groups].t()) * self.scales[groups].t().float()
+
     @property
     def output_size(self) -> int:
         return self.q.shape[0]

@@ -118,9 +118,7 @@ def _rows_matching(
 ) -> torch.Tensor | None:
     """The row order that makes raw dequantize to `dense`: as stored, or with llama.cpp's
     rotary permutation of q and k undone (what transformers does on load), or None."""
-    weight = convert_gguf_blocks(raw, ggml_type)
-    groups = torch.arange(weight.input_size) // weight.group_size
-    values = (weight.q - weight.zeros[groups].t()) * weight.scales[groups].t()
+    values = convert_gguf_blocks(raw, ggml_type).dequantize()
     candidates = [torch.arange(raw.shape[0])]
     heads = {
         "self_attn.q_proj": config.num_attention_heads,

@@ -6,11 +6,6 @@ import torch
 from sluice.quantization.gguf_blocks import GgmlType, convert_gguf_blocks
 
 
-def _dequantize(weight) -> torch.Tensor:
-    groups = torch.arange(weight.input_size) // weight.group_size
-    return (weight.q - weight.zeros[groups].t()) * weight.scales[groups].t()
-
-
 @pytest.mark.parametrize("ggml_type", list(GgmlType))
 def test_blocks_convert_to_the_weights_ggml_dequantizes_them_to(ggml_type):
     rng = np.random.default_rng(int(ggml_type))
@@ -26,8 +21,8 @@ def test_blocks_convert_to_the_weights_ggml_dequantizes_them_to(ggml_type):
 
     assert converted.bits == ggml_type.bits and converted.group_size == 32
     assert int(converted.q.min()) >= 0 and int(converted.q.max()) < 2**ggml_type.bits
-    torch.testing.assert_close(_dequantize(converted), expected, rtol=0, atol=1e-6)
-    assert torch.equal(_dequantize(converted)[2, 64:96], torch.zeros(32))
+    torch.testing.assert_close(converted.dequantize(), expected, rtol=0, atol=1e-6)
+    assert torch.equal(converted.dequantize()[2, 64:96], torch.zeros(32))
 
 
 def test_q4_0_and_q8_0_zero_points_are_integers():

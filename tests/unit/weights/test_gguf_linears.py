@@ -22,9 +22,7 @@ LINEAR_COUNT = 2 * 7
 
 
 def _dequantize(raw: torch.Tensor, ggml_type: torch.Tensor) -> torch.Tensor:
-    weight = convert_gguf_blocks(raw, GgmlType(int(ggml_type)))
-    groups = torch.arange(weight.input_size) // weight.group_size
-    return (weight.q - weight.zeros[groups].t()) * weight.scales[groups].t()
+    return convert_gguf_blocks(raw, GgmlType(int(ggml_type))).dequantize()
 
 
 def test_conversion_keeps_block_quantized_linears_in_model_row_order(
