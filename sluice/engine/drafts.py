@@ -27,6 +27,12 @@ class Drafter:
         is nearly free; once compute dominates, every rejected draft costs as much as a
         token, and a full batch gains nothing from drafts."""
 
+    @property
+    def from_model(self) -> bool:
+        """Drafts come from the runner's draft model, which needs a drafting request's
+        earlier tokens (ScheduledRequest.context_token_ids)."""
+        return self.proposer is None
+
     def draft_budget(self, num_decoding: int) -> int:
         """Draft tokens the next step may verify beside `num_decoding` decodes."""
         return max(0, self.max_step_tokens - num_decoding)

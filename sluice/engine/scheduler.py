@@ -219,6 +219,7 @@ class Scheduler:
         drafts = request.draft_token_ids
         known = count - len(drafts)
         samples = start + known == request.num_tokens
+        with_context = bool(drafts) and self.drafter is not None and self.drafter.from_model
         return ScheduledRequest(
             request_id=request.request_id,
             token_ids=request.token_ids_from(start, known) + drafts,
@@ -229,6 +230,7 @@ class Scheduler:
             counts_tokens=request.sampling.has_penalty,
             wants_prompt_logprobs=request.wants_prompt_logprobs,
             num_draft_tokens=len(drafts),
+            context_token_ids=request.token_ids_from(0, start) if with_context else (),
         )
 
 

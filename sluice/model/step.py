@@ -36,6 +36,9 @@ class ScheduledRequest:
     """The last this many of `token_ids` are drafts (or DRAFT_PLACEHOLDERs that the draft
     model fills in): the runner verifies them and samples at each of the last
     num_draft_tokens + 1 positions."""
+    context_token_ids: tuple[int, ...] = ()
+    """With a draft model, when the request drafts: its tokens before `num_computed_tokens`,
+    from which the draft model computes what its own cache lacks."""
 
     @property
     def num_known_tokens(self) -> int:

@@ -1,17 +1,17 @@
 """Drafts from a smaller model that shares the target's tokenizer (`--speculator-model-id`).
 
 The draft model keeps its own KV cache in the target's block layout: the same block ids and
-slots, in tensors of its own shape, so one block manager serves both and a prefix-cache hit
-holds the draft's K/V as well as the target's. Within the step that verifies them, before the
-target's forward pass, it
-1. catches up: computes, for every request of the step, the known tokens the target computes
-   (prompt chunks, the last sampled token) plus the last step's final draft if the target
-   accepted it (the draft chose it but never read it back);
-2. proposes: for each request with n drafts, takes its next token from the catch-up's last
-   position, then feeds each draft back, one batched pass per draft, n tokens in all.
+slots, in tensors of its own shape, so one block manager serves both. It computes only for the
+requests that draft in a step, so a step without drafts costs it nothing; draft_slots.py
+records which slots hold its K/V. Within the step that verifies them, before the target's
+forward pass, for each drafting request it
+1. catches up: computes the request's tokens from the first position its cache lacks to the
+   step's last known token (the scheduler hands drafting requests their earlier tokens);
+2. proposes: takes its next token from the catch-up's last position, then feeds each draft
+   back, one batched pass per draft, n tokens in all.
 Greedy requests draft greedily; sampled ones sample from the draft's distribution with their
 own warpers (temperature, top-k, top-p, typical-p), which rejection sampling then needs.
-After verification, the draft's cache counts as computed up to the target's."""
+After verification, the draft's cache counts as valid up to the drafts the target kept."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -24,6 +24,7 @@ from sluice.model.forward import forward_pass
 from sluice.model.sampling.sampler import apply_warpers
 from sluice.model.step import RequestId, ScheduledRequest, StepPlan
 from sluice.sampling_params import SamplingParams
+from sluice.speculative.draft_slots import DraftSlots
 
 SEED_SALT = 0x5EED_D2AF
 """Mixed into a seeded request's seed for its draft generator: drafts must be drawn
@@ -32,8 +33,6 @@ independently of the target's verification draws, yet reproducibly."""
 
 @dataclass(frozen=True, slots=True)
 class _Proposal:
-    start: int
-    """The position of the first draft."""
     token_ids: tuple[int, ...]
     probs: torch.Tensor | None
     """[num_drafts, vocab_size]: the distribution each draft was sampled from; None when the
@@ -54,24 +53,26 @@ class DraftModel:
         self.kv_caches = list(kv_caches)
         self.block_size = block_size
         self.device = device
-        self._computed: dict[RequestId, int] = {}
-        """Per request: positions below this hold the draft's K/V of the request's tokens."""
+        self._slots = DraftSlots(block_size)
         self._proposals: dict[RequestId, _Proposal] = {}
         self._generators: dict[RequestId, torch.Generator] = {}
 
     def propose(self, plan: StepPlan) -> StepPlan:
-        """Catch the draft's cache up with the plan and return the plan with the drafts of
-        every drafting request filled in."""
-        catch_up = tuple(self._catch_up(r) for r in plan.requests)
-        hidden = self._forward(catch_up)
+        """Return the plan with the drafts of every drafting request filled in, computing
+        only for those requests."""
         drafting = [r for r in plan.requests if r.num_draft_tokens]
+        for r in plan.requests:
+            if not r.num_draft_tokens:  # the target writes slots the draft does not
+                self._slots.cut(r.block_ids, r.num_computed_tokens)
         if not drafting:
             return plan
-        ends = torch.tensor([len(r.token_ids) for r in catch_up]).cumsum(0).tolist()
-        last_rows = [
-            end - 1 for end, r in zip(ends, plan.requests, strict=True) if r.num_draft_tokens
-        ]
-        logits = self.model.compute_logits(hidden[torch.tensor(last_rows, device=self.device)])
+        catch_up = tuple(self._catch_up(r) for r in drafting)
+        hidden = self._forward(catch_up)
+        for r, computed in zip(drafting, catch_up, strict=True):
+            known_end = r.num_computed_tokens + r.num_known_tokens
+            self._slots.record(r.block_ids, computed.num_computed_tokens, known_end)
+        ends = torch.tensor([len(r.token_ids) for r in catch_up]).cumsum(0)
+        logits = self.model.compute_logits(hidden[(ends - 1).to(self.device)])
         drafts: dict[RequestId, list[int]] = {r.request_id: [] for r in drafting}
         probs: dict[RequestId, list[torch.Tensor]] = {r.request_id: [] for r in drafting}
         active = drafting
@@ -92,12 +93,9 @@ class DraftModel:
             hidden = self._forward(tuple(self._feed(r, token_id, depth) for r, token_id in fed))
             logits = self.model.compute_logits(hidden)
         for r in drafting:
-            request_id = r.request_id
-            start = r.num_computed_tokens + r.num_known_tokens
-            self._computed[request_id] = start + r.num_draft_tokens - 1
-            rows = probs[request_id]
-            self._proposals[request_id] = _Proposal(
-                start, tuple(drafts[request_id]), torch.stack(rows) if rows else None
+            rows = probs[r.request_id]
+            self._proposals[r.request_id] = _Proposal(
+                tuple(drafts[r.request_id]), torch.stack(rows) if rows else None
             )
         return replace(plan, requests=tuple(_filled(r, drafts) for r in plan.requests))
 
@@ -119,51 +117,36 @@ class DraftModel:
         )
 
     def settle(self, drafted: Sequence[ScheduledRequest], num_accepted: Sequence[int]) -> None:
-        """After verification: the draft's cache counts only up to the target's, whose
-        rejected positions are written over later."""
+        """After verification: the draft fed back all its drafts but the last, and those the
+        target kept are the request's tokens now; the slots of the others are written over."""
         for r, accepted in zip(drafted, num_accepted, strict=True):
-            valid = r.num_computed_tokens + r.num_known_tokens + accepted
-            self._computed[r.request_id] = min(self._computed[r.request_id], valid)
+            known_end = r.num_computed_tokens + r.num_known_tokens
+            kept_end = known_end + min(accepted, r.num_draft_tokens - 1)
+            self._slots.record(r.block_ids, known_end, kept_end)
 
     def drop(self, request_ids: Sequence[RequestId]) -> None:
         for request_id in request_ids:
-            self._computed.pop(request_id, None)
             self._proposals.pop(request_id, None)
             self._generators.pop(request_id, None)
 
     def _catch_up(self, request: ScheduledRequest) -> ScheduledRequest:
-        """The tokens the draft computes for `request` before proposing: what it has not
-        seen up to the request's known tokens."""
+        """The tokens the draft computes for `request` before proposing: from the first
+        position its cache lacks up to the request's last known token."""
         start = request.num_computed_tokens
-        known = request.token_ids[: request.num_known_tokens]
-        computed = min(self._computed.get(request.request_id, start), start)
-        unseen = self._accepted_drafts(request.request_id, computed, start)
-        if unseen is None:
-            # Positions this draft never computed for the request: they come from blocks the
-            # prefix cache shared, which the draft computed along with the target.
-            computed, unseen = start, ()
-        self._computed[request.request_id] = start + len(known)
+        if len(request.context_token_ids) != start:
+            raise ValueError(
+                f"request {request.request_id} drafts from position {start} but brings "
+                f"{len(request.context_token_ids)} earlier tokens"
+            )
+        valid = self._slots.valid_prefix(request.block_ids, start)
         return ScheduledRequest(
             request.request_id,
-            unseen + known,
-            computed,
+            request.context_token_ids[valid:] + request.token_ids[: request.num_known_tokens],
+            valid,
             request.num_prompt_tokens,
             request.block_ids,
             None,
         )
-
-    def _accepted_drafts(
-        self, request_id: RequestId, first: int, end: int
-    ) -> tuple[int, ...] | None:
-        """The request's tokens at positions first..end-1 if they are drafts it proposed."""
-        if first == end:
-            return ()
-        proposal = self._proposals.get(request_id)
-        if proposal is None or first < proposal.start:
-            return None
-        if end > proposal.start + len(proposal.token_ids):
-            return None
-        return proposal.token_ids[first - proposal.start : end - proposal.start]
 
     def _feed(self, request: ScheduledRequest, token_id: int, depth: int) -> ScheduledRequest:
         """The draft at `depth`, read back to propose the next one."""

@@ -102,15 +102,19 @@ def generate(
     run: str,
     speculate: int = 0,
     max_step_tokens: int = 512,
+    kv_cache: KVCacheManager | None = None,
 ) -> Generated:
     """All requests run together by the scheduler. `run` keeps request ids apart: the runner
     keeps a seeded request's generator under its id. With `speculate`, drafts come from the
-    runner's draft model if it has one, else from n-gram lookup."""
-    num_blocks = runner.kv_caches[0].shape[2] // BLOCK_SIZE
+    runner's draft model if it has one, else from n-gram lookup. `kv_cache`: a block manager
+    to share between calls (by default a fresh one without prefix caching)."""
+    if kv_cache is None:
+        num_blocks = runner.kv_caches[0].shape[2] // BLOCK_SIZE
+        kv_cache = KVCacheManager(num_blocks, BLOCK_SIZE, prefix_caching=False)
     from_model = runner.draft_model is not None
     scheduler = Scheduler(
         SchedulerLimits(max_step_tokens, max_prompt_tokens_while_decoding=max_step_tokens),
-        KVCacheManager(num_blocks, BLOCK_SIZE, prefix_caching=False),
+        kv_cache,
         Drafter(speculate, max_step_tokens=64, from_model=from_model) if speculate else None,
     )
     requests = [

@@ -1,7 +1,8 @@
 """Drafts from a draft model (`--speculator-model-id`) on the real scheduler and runner with the
 embedded SmolLM2 weights in bfloat16: with the model as its own draft every draft is accepted;
 with a perturbed copy some are rejected; either way greedy output equals decoding without
-drafts, and seeded sampled requests reproduce."""
+drafts, and seeded sampled requests reproduce. The draft computes only for drafting requests,
+and a prefix-cache hit spares it the blocks it computed before, never the others."""
 
 from collections.abc import Iterator
 
@@ -10,11 +11,19 @@ import torch
 from transformers import AutoTokenizer
 
 from sluice.bench.workloads import load_workload
+from sluice.engine.kv_cache.manager import KVCacheManager
 from sluice.model.runner import ModelRunner
+from sluice.model.step import ScheduledRequest
 from sluice.sampling_params import SamplingParams
 from sluice.speculative.draft_model import DraftModel
 from sluice.weights.sources import resolve_model
-from tests.model.runner_driver import build_draft_model, build_runner, generate
+from tests.model.runner_driver import (
+    BLOCK_SIZE,
+    Generated,
+    build_draft_model,
+    build_runner,
+    generate,
+)
 
 NUM_BLOCKS = 64
 MAX_NEW_TOKENS = 16
@@ -96,3 +105,47 @@ def test_a_perturbed_draft_gets_some_drafts_rejected_and_changes_no_output(
 
     assert 0 < speculated.num_accepted < speculated.num_drafted
     assert speculated.outputs == plain_outputs
+
+
+@pytest.mark.slow
+def test_the_draft_computes_only_for_drafting_requests_and_reuses_its_cached_prefixes(
+    with_draft: ModelRunner,
+    prompts: list[list[int]],
+    plain_outputs: list[list[int]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    draft_model = with_draft.draft_model
+    assert draft_model is not None
+    computed: list[int] = []
+    forward = draft_model._forward
+
+    def counting_forward(requests: tuple[ScheduledRequest, ...]) -> torch.Tensor:
+        computed.append(sum(len(r.token_ids) for r in requests))
+        return forward(requests)
+
+    monkeypatch.setattr(draft_model, "_forward", counting_forward)
+    kv_cache = KVCacheManager(NUM_BLOCKS, BLOCK_SIZE)  # with prefix caching
+    prompt, expected = prompts[:1], plain_outputs[:1]
+
+    def run(name: str, speculate: int) -> tuple[Generated, int, int]:
+        computed.clear()
+        hits_before = kv_cache.stats.hit_tokens
+        generated = generate(
+            with_draft, prompt, [GREEDY], run=name, speculate=speculate, kv_cache=kv_cache
+        )
+        assert generated.outputs == expected
+        assert generated.num_accepted == generated.num_drafted
+        return generated, sum(computed), kv_cache.stats.hit_tokens - hits_before
+
+    _, cold_cost, _ = run("cold", speculate=0)
+    assert cold_cost == 0  # no step drafted: the draft model never ran
+
+    # The target's cache holds the prompt's blocks, the draft's does not: it computes them.
+    first, first_cost, first_hits = run("first", speculate=SPECULATE)
+    assert first_hits > 0 and first.num_drafted > 0
+    assert first_cost >= len(prompt[0])
+
+    # Now the draft computed them too: a hit on them spares its work as well.
+    second, second_cost, second_hits = run("second", speculate=SPECULATE)
+    assert second_hits >= first_hits and second.num_drafted == first.num_drafted
+    assert second_cost <= first_cost - first_hits
