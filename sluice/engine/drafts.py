@@ -12,14 +12,21 @@ from collections.abc import Iterable
 from sluice.engine.request import Request, RequestId
 from sluice.model.step import DRAFT_PLACEHOLDER
 from sluice.speculative.adaptive import AcceptanceTracker, DraftPolicy
+from sluice.speculative.draft_cost import DraftCost
 from sluice.speculative.ngram import NgramProposer
 
 
 class Drafter:
     def __init__(
-        self, num_speculative_tokens: int, max_step_tokens: int, *, from_model: bool = False
+        self,
+        num_speculative_tokens: int,
+        max_step_tokens: int,
+        *,
+        draft_cost: DraftCost | None = None,
     ) -> None:
-        self.proposer = None if from_model else NgramProposer()
+        self.draft_cost = draft_cost
+        """Set when drafts come from a draft model: what each of its passes costs."""
+        self.proposer = None if draft_cost is not None else NgramProposer()
         self.tracker = AcceptanceTracker(DraftPolicy(num_speculative_tokens))
         self.max_step_tokens = max_step_tokens
         """Drafts only while a step's decodes and drafts stay within this many tokens: while
@@ -43,7 +50,8 @@ class Drafter:
         if not _may_draft(request):
             return ()
         remaining = request.sampling.max_new_tokens - len(request.output_token_ids) - 1
-        limit = min(self.tracker.num_drafts(request.request_id), remaining, budget)
+        wanted = self.tracker.num_drafts(request.request_id, self._cost_per_draft(request))
+        limit = min(wanted, remaining, budget)
         if limit <= 0:
             return ()
         if self.proposer is None:
@@ -52,9 +60,20 @@ class Drafter:
             request.request_id, request.prompt_token_ids, request.output_token_ids, limit
         )
 
-    def observe(self, request_id: RequestId, num_drafted: int, num_accepted: int) -> None:
+    def observe(self, request: Request, num_drafted: int, num_accepted: int) -> None:
         """Record a decode step of the request, drafted or not (a pause counts steps)."""
-        self.tracker.observe(request_id, num_drafted, num_accepted)
+        self.tracker.observe(
+            request.request_id, num_drafted, num_accepted, self._cost_per_draft(request)
+        )
+
+    def _cost_per_draft(self, request: Request) -> float:
+        """What a draft costs the request, as far as its draft count may depend on it: the
+        measured cost varies with timing, and the draft count decides which random draws a
+        sampled request's tokens come from, so only greedy requests (whose output drafts
+        never change) weigh it; sampled ones stay reproducible under a seed."""
+        if self.draft_cost is None or not request.sampling.is_greedy:
+            return 0.0
+        return self.draft_cost.ratio
 
     def drop(self, request_ids: Iterable[RequestId]) -> None:
         ids = list(request_ids)

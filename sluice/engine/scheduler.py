@@ -107,7 +107,7 @@ class Scheduler:
             request.num_computed_tokens += len(sampled.accepted_token_ids)
             if self.drafter is not None and request.output_token_ids:  # a decode step
                 drafted = len(request.draft_token_ids)
-                self.drafter.observe(request.request_id, drafted, len(sampled.accepted_token_ids))
+                self.drafter.observe(request, drafted, len(sampled.accepted_token_ids))
             request.draft_token_ids = ()
             self.kv_cache.cache_blocks(request)
             outputs.append(self._append(request, sampled))

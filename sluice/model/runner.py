@@ -6,6 +6,7 @@ Holds the state that outlives a step on the device side: the KV cache tensors, e
 request's random generator, the token counts of requests with a penalty and the prompt
 logprobs being collected. All of it is dropped when the plan lists the request as finished."""
 
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 
@@ -61,8 +62,16 @@ class ModelRunner:
             self._drop(plan.finished_request_ids)
         if not plan.requests:
             return RunnerOutput(sampled=())
-        if self.draft_model is not None:
-            plan = self.draft_model.propose(plan)
+        if self.draft_model is None:
+            return self._run(plan, token_masks)
+        plan = self.draft_model.propose(plan)
+        started = time.perf_counter()
+        output = self._run(plan, token_masks)
+        self.draft_model.observe_target_step(time.perf_counter() - started)
+        return output
+
+    def _run(self, plan: StepPlan, token_masks: Future[TokenMasks] | None) -> RunnerOutput:
+        """The target's part of a step: forward, then sample or verify."""
         requests = plan.requests
         hidden = self.forward(plan)
         self._track(requests, hidden)

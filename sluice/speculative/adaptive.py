@@ -6,12 +6,17 @@ failing slows its batch down. Its *acceptance rate* (accepted / drafted, a movin
 which every drafted token counts once) decides: below `min_acceptance`, once enough drafts
 were judged, the request stops drafting for a pause, then probes again with fresh statistics.
 Each failed probe doubles the pause (up to a cap), so a workload that never profits pays
-for a few probes only, and text that turns repetitive later is still caught."""
+for a few probes only, and text that turns repetitive later is still caught.
+
+Drafts from a draft model cost a pass each as well (draft_cost.py): given that cost, a request
+drafts as many tokens as its *kept rate* (the chance that a judged draft is kept, a second
+moving average) makes worthwhile, and pauses as above when not even one pays."""
 
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sluice.model.step import RequestId
+from sluice.speculative.draft_cost import best_num_drafts
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +54,8 @@ class _RequestAcceptance:
     next_pause: int
     """Length of the pause that the next failed judgement starts."""
     rate: float = 0.0
+    kept_rate: float = 0.0
+    """Kept / judged drafts: a draft is judged when every draft before it was kept."""
     num_drafted: int = 0
     """Drafts judged since the start or the last probe."""
     paused_steps_left: int = 0
@@ -61,14 +68,20 @@ class AcceptanceTracker:
         self.policy = policy
         self._requests: dict[RequestId, _RequestAcceptance] = {}
 
-    def num_drafts(self, request_id: RequestId) -> int:
-        """How many tokens to draft for the request this step: 0 while it is paused."""
+    def num_drafts(self, request_id: RequestId, draft_cost: float = 0.0) -> int:
+        """How many tokens to draft for the request this step: 0 while it is paused.
+        `draft_cost`: a draft's time relative to a step (0: drafts are free to make)."""
+        most = self.policy.num_speculative_tokens
         state = self._requests.get(request_id)
         if state is not None and state.paused_steps_left > 0:
             return 0
-        return self.policy.num_speculative_tokens
+        if state is None or state.num_drafted == 0 or draft_cost == 0.0:
+            return most
+        return max(1, best_num_drafts(state.kept_rate, draft_cost, most))
 
-    def observe(self, request_id: RequestId, num_drafted: int, num_accepted: int) -> None:
+    def observe(
+        self, request_id: RequestId, num_drafted: int, num_accepted: int, draft_cost: float = 0.0
+    ) -> None:
         """Record one decode step of the request: call it once per step it decoded in, with
         0 drafted when it drafted nothing (paused, or no n-gram matched)."""
         policy = self.policy
@@ -82,20 +95,29 @@ class AcceptanceTracker:
             return
         if num_drafted == 0:
             return
-        observed = num_accepted / num_drafted
+        num_judged = num_accepted + (num_accepted < num_drafted)
         if state.num_drafted == 0:
-            state.rate = observed
+            state.rate = num_accepted / num_drafted
+            state.kept_rate = num_accepted / num_judged
         else:
-            weight = 1.0 - (1.0 - policy.smoothing) ** num_drafted
-            state.rate += weight * (observed - state.rate)
+            state.rate = self._averaged(state.rate, num_accepted / num_drafted, num_drafted)
+            state.kept_rate = self._averaged(state.kept_rate, num_accepted / num_judged, num_judged)
         state.num_drafted += num_drafted
         if state.num_drafted < policy.min_drafted:
             return
-        if state.rate >= policy.min_acceptance:
+        pays = state.rate >= policy.min_acceptance and (
+            draft_cost == 0.0 or best_num_drafts(state.kept_rate, draft_cost, 1) > 0
+        )
+        if pays:
             state.next_pause = policy.pause_steps  # drafting pays again: forget past failures
             return
         state.paused_steps_left = state.next_pause
         state.next_pause = min(2 * state.next_pause, policy.max_pause_steps)
+
+    def _averaged(self, average: float, observed: float, count: int) -> float:
+        """The moving average after `count` tokens of which `observed` is the fraction."""
+        weight = 1.0 - (1.0 - self.policy.smoothing) ** count
+        return average + weight * (observed - average)
 
     def drop(self, request_ids: Iterable[RequestId]) -> None:
         for request_id in request_ids:

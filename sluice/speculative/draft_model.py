@@ -13,6 +13,7 @@ Greedy requests draft greedily; sampled ones sample from the draft's distributio
 own warpers (temperature, top-k, top-p, typical-p), which rejection sampling then needs.
 After verification, the draft's cache counts as valid up to the drafts the target kept."""
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -24,6 +25,7 @@ from sluice.model.forward import forward_pass
 from sluice.model.sampling.sampler import apply_warpers
 from sluice.model.step import RequestId, ScheduledRequest, StepPlan
 from sluice.sampling_params import SamplingParams
+from sluice.speculative.draft_cost import DraftCost
 from sluice.speculative.draft_slots import DraftSlots
 
 SEED_SALT = 0x5EED_D2AF
@@ -54,6 +56,10 @@ class DraftModel:
         self.block_size = block_size
         self.device = device
         self._slots = DraftSlots(block_size)
+        self.cost = DraftCost()
+        """What one of its passes costs relative to the target's step (draft_cost.py)."""
+        self._pass_s: float | None = None
+        """The mean time of the last step's passes that read back one draft per request."""
         self._proposals: dict[RequestId, _Proposal] = {}
         self._generators: dict[RequestId, torch.Generator] = {}
 
@@ -76,6 +82,7 @@ class DraftModel:
         drafts: dict[RequestId, list[int]] = {r.request_id: [] for r in drafting}
         probs: dict[RequestId, list[torch.Tensor]] = {r.request_id: [] for r in drafting}
         active = drafting
+        started, num_passes = time.perf_counter(), 0
         for depth in range(max(r.num_draft_tokens for r in drafting)):
             tokens, rows = self._choose(active, logits)
             for r, token_id, row in zip(active, tokens, rows, strict=True):
@@ -92,12 +99,21 @@ class DraftModel:
             active = [r for r, _ in fed]
             hidden = self._forward(tuple(self._feed(r, token_id, depth) for r, token_id in fed))
             logits = self.model.compute_logits(hidden)
+            num_passes += 1
+        if num_passes:
+            self._pass_s = (time.perf_counter() - started) / num_passes
         for r in drafting:
             rows = probs[r.request_id]
             self._proposals[r.request_id] = _Proposal(
                 tuple(drafts[r.request_id]), torch.stack(rows) if rows else None
             )
         return replace(plan, requests=tuple(_filled(r, drafts) for r in plan.requests))
+
+    def observe_target_step(self, step_s: float) -> None:
+        """The target's part of the step just proposed for took `step_s` seconds."""
+        if self._pass_s is not None:
+            self.cost.observe(self._pass_s, step_s)
+            self._pass_s = None
 
     def draft_probs(self, drafted: Sequence[ScheduledRequest]) -> torch.Tensor | None:
         """[num_draft_tokens, vocab_size]: the distribution of every draft of these requests,

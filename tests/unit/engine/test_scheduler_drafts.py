@@ -9,16 +9,20 @@ from sluice.engine.scheduler import Scheduler, SchedulerLimits
 from sluice.ipc.messages import FinishReason
 from sluice.model.step import DRAFT_PLACEHOLDER, RunnerOutput, SampledToken
 from sluice.sampling_params import SamplingParams
+from sluice.speculative.draft_cost import DraftCost
 
 PATTERN = [5, 6, 7, 8] * 4  # n-gram lookup proposes what followed the last tokens before
 
 
-def _decoding(max_new_tokens: int, *, from_model: bool = False) -> tuple[Scheduler, Request]:
-    """A scheduler with drafts and one request whose prompt is done and first token out."""
+def _decoding(
+    max_new_tokens: int, *, draft_cost: DraftCost | None = None
+) -> tuple[Scheduler, Request]:
+    """A scheduler with drafts (from a draft model with `draft_cost`) and one request whose
+    prompt is done and first token out."""
     scheduler = Scheduler(
         SchedulerLimits(64, max_prompt_tokens_while_decoding=64),
         KVCacheManager(16, 4, prefix_caching=False),
-        Drafter(3, max_step_tokens=64, from_model=from_model),
+        Drafter(3, max_step_tokens=64, draft_cost=draft_cost),
     )
     request = Request("a", list(PATTERN), SamplingParams(max_new_tokens=max_new_tokens))
     scheduler.add_request(request)
@@ -48,13 +52,14 @@ def test_a_decoding_request_brings_drafts_and_keeps_only_the_accepted_ones() -> 
 
 
 def test_drafts_of_a_draft_model_are_placeholders_with_their_slots_allocated() -> None:
-    scheduler, request = _decoding(max_new_tokens=10, from_model=True)
+    scheduler, request = _decoding(max_new_tokens=10, draft_cost=DraftCost())
 
     plan = scheduler.schedule()
 
     (scheduled,) = plan.requests
     assert scheduled.num_draft_tokens == 3
     assert scheduled.token_ids == (5, *[DRAFT_PLACEHOLDER] * 3)
+    assert scheduled.context_token_ids == tuple(PATTERN)  # the draft model catches up from them
     assert len(scheduled.block_ids) * 4 >= len(PATTERN) + 1 + 3  # the drafts' K/V fit too
     # The runner reports the drafts it verified through the accepted ones.
     sampled = SampledToken("a", 9, -0.3, accepted_token_ids=(6,), accepted_logprobs=(-0.1,))
@@ -98,3 +103,18 @@ def test_a_step_drafts_only_while_it_stays_small() -> None:
     # Six decodes leave room for two drafts in an 8-token step: the oldest request takes them.
     assert [r.num_draft_tokens for r in plan.requests] == [2, 0, 0, 0, 0, 0]
     assert plan.num_tokens == 8
+
+
+def test_a_costly_draft_model_drafts_less_for_greedy_requests_only() -> None:
+    drafter = Drafter(3, max_step_tokens=64, draft_cost=DraftCost(ratio=0.5))
+    greedy = Request("g", list(PATTERN), SamplingParams(max_new_tokens=50))
+    sampled = Request("s", list(PATTERN), SamplingParams(max_new_tokens=50, do_sample=True))
+    for request in (greedy, sampled):
+        request.output_token_ids.append(5)
+        assert len(drafter.drafts_for(request, budget=8)) == 3
+        for _ in range(10):  # keeps 2 of 3 judged drafts
+            drafter.observe(request, num_drafted=3, num_accepted=2)
+
+    assert len(drafter.drafts_for(greedy, budget=8)) == 1
+    # A sampled request's draft count must not depend on timing: it would change its draws.
+    assert len(drafter.drafts_for(sampled, budget=8)) == 3

@@ -107,3 +107,18 @@ def test_adaptive_policy_rejects_bad_values() -> None:
         DraftPolicy(num_speculative_tokens=2, pause_steps=64, max_pause_steps=32)
     with pytest.raises(ValueError, match="num_speculative_tokens"):
         DraftPolicy(num_speculative_tokens=-1)
+
+
+def test_costly_drafts_are_fewer_and_stop_when_even_one_does_not_pay() -> None:
+    tracker = AcceptanceTracker(POLICY)
+    assert tracker.num_drafts("a", draft_cost=0.5) == 4  # nothing judged yet: try them all
+    # Keeps 2 of 4 each step: 2 of 3 judged drafts kept, a kept rate of 2/3.
+    for _ in range(10):
+        tracker.observe("a", 4, 2, draft_cost=0.5)
+    assert tracker.num_drafts("a", draft_cost=0.5) == 1
+    assert tracker.num_drafts("a") == 4  # free drafts: as many as allowed
+
+    # At a cost of 0.8 a kept rate near 2/3 does not pay for one draft: the request pauses,
+    # though its acceptance (about 0.5) is above min_acceptance.
+    tracker.observe("a", 1, 1, draft_cost=0.8)
+    assert tracker.num_drafts("a", draft_cost=0.8) == 0
