@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from sluice.weights.sources import resolve_model
-from tests.e2e.server import SluiceServer
+from tests.e2e.server import SHORT_PROMPTS_FLAGS, SluiceServer
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -99,7 +99,7 @@ def test_env_vars_are_flag_fallbacks() -> None:
 
 
 def test_health_is_503_until_ready_then_engine_death_stops_server(tmp_path: Path) -> None:
-    server = SluiceServer(log_path=tmp_path / "server.log")
+    server = SluiceServer(*SHORT_PROMPTS_FLAGS, log_path=tmp_path / "server.log")
     try:
         statuses = server.health_statuses_until_ready()
         assert statuses[0] == 503 and statuses[-1] == 200
