@@ -144,7 +144,7 @@ def test_download_reports_a_missing_hub_repo_offline(tmp_path: Path) -> None:
 
 def _copy_of_default_model(tmp_path: Path, **config_changes: object) -> Path:
     """The default model's files linked into tmp_path, with config.json edited."""
-    source = Path(_run_cli("download").stdout.rsplit(" ", 1)[1].strip())
+    source = resolve_model().path
     target = tmp_path / "model"
     target.mkdir()
     for file in source.iterdir():
