@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.server import SluiceServer, running_server
+from tests.e2e.server import SHORT_PROMPTS_FLAGS, SluiceServer, running_server
 
 
 @pytest.fixture(scope="session")
@@ -20,10 +20,10 @@ def fp32_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SluiceServ
 
 @pytest.fixture(scope="session")
 def prefill_logprobs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SluiceServer]:
-    """Default flags plus --enable-prefill-logprobs: `decoder_input_details` fills `prefill`."""
-    yield from running_server(
-        tmp_path_factory.mktemp("server"), "prefill-logprobs", ("--enable-prefill-logprobs",)
-    )
+    """Default flags plus --enable-prefill-logprobs: `decoder_input_details` fills `prefill`.
+    Its tests send short prompts only."""
+    flags = ("--enable-prefill-logprobs", *SHORT_PROMPTS_FLAGS)
+    yield from running_server(tmp_path_factory.mktemp("server"), "prefill-logprobs", flags)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

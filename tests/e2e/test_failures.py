@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.e2e import faulty_server
-from tests.e2e.server import SluiceServer, running_server, stream_events
+from tests.e2e.server import SHORT_PROMPTS_FLAGS, SluiceServer, running_server, stream_events
 from tests.e2e.test_generate import PROMPTS
 
 FAULTY_COMMAND = (sys.executable, str(Path(faulty_server.__file__)))
@@ -18,9 +18,8 @@ FAULTY_COMMAND = (sys.executable, str(Path(faulty_server.__file__)))
 
 @pytest.fixture(scope="module")
 def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SluiceServer]:
-    yield from running_server(
-        tmp_path_factory.mktemp("faulty"), "faulty", ("--dtype", "float32"), FAULTY_COMMAND
-    )
+    flags = ("--dtype", "float32", *SHORT_PROMPTS_FLAGS)
+    yield from running_server(tmp_path_factory.mktemp("faulty"), "faulty", flags, FAULTY_COMMAND)
 
 
 def _greedy_body(prompt: str) -> dict[str, object]:

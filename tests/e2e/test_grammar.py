@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.server import SluiceServer, running_server, stream_events
+from tests.e2e.server import SHORT_PROMPTS_FLAGS, SluiceServer, running_server, stream_events
 
 CHAT = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 PERSON = {
@@ -154,9 +154,8 @@ def test_grammar_mixed_batch_leaves_free_requests_as_alone(fp32_server: SluiceSe
 
 @pytest.fixture(scope="module")
 def no_grammar_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SluiceServer]:
-    yield from running_server(
-        tmp_path_factory.mktemp("server"), "no-grammar", ("--disable-grammar-support",)
-    )
+    flags = ("--disable-grammar-support", *SHORT_PROMPTS_FLAGS)
+    yield from running_server(tmp_path_factory.mktemp("server"), "no-grammar", flags)
 
 
 def test_grammar_refused_with_disable_grammar_support(no_grammar_server: SluiceServer) -> None:

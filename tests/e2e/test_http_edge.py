@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.e2e.server import SluiceServer, running_server, stream_events
+from tests.e2e.server import SHORT_PROMPTS_FLAGS, SluiceServer, running_server, stream_events
 from tests.e2e.test_generate import PROMPTS
 
 API_KEY = "Sesame-42"
@@ -23,6 +23,7 @@ FLAGS = (
     "--max-concurrent-requests",
     "2",
     "--json-output",
+    *SHORT_PROMPTS_FLAGS,
 )
 
 

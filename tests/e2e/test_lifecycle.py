@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from sluice.weights.sources import resolve_model
-from tests.e2e.server import SluiceServer
+from tests.e2e.server import SHORT_PROMPTS_FLAGS, SluiceServer
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -99,7 +99,7 @@ def test_env_vars_are_flag_fallbacks() -> None:
 
 
 def test_health_is_503_until_ready_then_engine_death_stops_server(tmp_path: Path) -> None:
-    server = SluiceServer(log_path=tmp_path / "server.log")
+    server = SluiceServer(*SHORT_PROMPTS_FLAGS, log_path=tmp_path / "server.log")
     try:
         statuses = server.health_statuses_until_ready()
         assert statuses[0] == 503 and statuses[-1] == 200
@@ -144,7 +144,7 @@ def test_download_reports_a_missing_hub_repo_offline(tmp_path: Path) -> None:
 
 def _copy_of_default_model(tmp_path: Path, **config_changes: object) -> Path:
     """The default model's files linked into tmp_path, with config.json edited."""
-    source = Path(_run_cli("download").stdout.rsplit(" ", 1)[1].strip())
+    source = resolve_model().path
     target = tmp_path / "model"
     target.mkdir()
     for file in source.iterdir():

@@ -10,7 +10,13 @@ import httpx
 import pytest
 
 from sluice.weights.sources import resolve_model
-from tests.e2e.server import SluiceServer, metric_samples, running_server, stream_events
+from tests.e2e.server import (
+    SHORT_PROMPTS_FLAGS,
+    SluiceServer,
+    metric_samples,
+    running_server,
+    stream_events,
+)
 
 PATTERN_PROMPT = (
     "<|im_start|>user\nContinue the pattern.<|im_end|>\n<|im_start|>assistant\n"
@@ -22,13 +28,14 @@ PARAMETERS = {"max_new_tokens": 40, "ignore_eos": True, "details": True}
 
 @pytest.fixture(scope="module")
 def speculating_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SluiceServer]:
-    flags = ("--dtype", "float32", "--speculate", "4")
+    flags = ("--dtype", "float32", "--speculate", "4", *SHORT_PROMPTS_FLAGS)
     yield from running_server(tmp_path_factory.mktemp("server"), "speculate", flags)
 
 
 @pytest.fixture(scope="module")
 def model_drafting_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SluiceServer]:
-    flags = ("--speculate", "3", "--speculator-model-id", str(resolve_model().path))
+    model = str(resolve_model().path)
+    flags = ("--speculate", "3", "--speculator-model-id", model, *SHORT_PROMPTS_FLAGS)
     yield from running_server(tmp_path_factory.mktemp("server"), "speculator", flags)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import SluiceServer, free_port, running_server
+from tests.e2e.server import SHORT_PROMPTS_FLAGS, SluiceServer, free_port, running_server
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -46,7 +46,13 @@ def traced(
     collector: _Collector, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SluiceServer]:
     endpoint = f"http://127.0.0.1:{collector.server_address[1]}"
-    flags = ("--otlp-endpoint", endpoint, "--otlp-service-name", "sluice-under-test")
+    flags = (
+        "--otlp-endpoint",
+        endpoint,
+        "--otlp-service-name",
+        "sluice-under-test",
+        *SHORT_PROMPTS_FLAGS,
+    )
     yield from running_server(Path(tmp_path_factory.mktemp("traced")), "traced", flags)
 
 
