@@ -59,7 +59,7 @@ class DraftModel:
         self.cost = DraftCost()
         """What one of its passes costs relative to the target's step (draft_cost.py)."""
         self._pass_s: float | None = None
-        """The mean time of the last step's passes that read one token per request."""
+        """The mean time of the last step's passes of a token or two per request."""
         self._proposals: dict[RequestId, _Proposal] = {}
         self._generators: dict[RequestId, torch.Generator] = {}
 
@@ -80,14 +80,17 @@ class DraftModel:
             self._slots.record(r.block_ids, computed.num_computed_tokens, known_end)
         ends = torch.tensor([len(r.token_ids) for r in catch_up]).cumsum(0)
         logits = self.model.compute_logits(hidden[(ends - 1).to(self.device)])
-        # Passes that read one token per request measure the draft's cost; a catch-up over a
-        # prompt would count as many.
-        timed_passes = int(sum(len(r.token_ids) for r in catch_up) <= 2 * len(catch_up))
-        if not timed_passes:
-            started = time.perf_counter()
+        # Passes of a token or two per request measure the draft's cost; a catch-up over a
+        # prompt would weigh as many passes, so it is left out.
+        passes_s, num_passes = 0.0, 0
+        if sum(len(r.token_ids) for r in catch_up) <= 2 * len(catch_up):
+            passes_s, num_passes = time.perf_counter() - started, 1
+        started = time.perf_counter()
         drafts, num_feeds = self._draft(drafting, logits)
-        if timed_passes + num_feeds:
-            self._pass_s = (time.perf_counter() - started) / (timed_passes + num_feeds)
+        passes_s += time.perf_counter() - started
+        num_passes += num_feeds
+        if num_passes:
+            self._pass_s = passes_s / num_passes
         return replace(plan, requests=tuple(_filled(r, drafts) for r in plan.requests))
 
     def observe_target_step(self, step_s: float) -> None:
