@@ -7,13 +7,41 @@ Only plain requests draft: a grammar, a penalty, a watermark, top tokens or prom
 make each position's processing depend on the tokens before it, which the one-pass verify of
 model/runner.py does not model; those requests decode a token per step as before."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 from sluice.engine.request import Request, RequestId
 from sluice.model.step import DRAFT_PLACEHOLDER
 from sluice.speculative.adaptive import AcceptanceTracker, DraftPolicy
-from sluice.speculative.draft_cost import DraftCost
+from sluice.speculative.draft_cost import (
+    DraftCost,
+    best_num_drafts,
+    catch_up_pays,
+    drafting_speedup,
+)
 from sluice.speculative.ngram import NgramProposer
+
+
+class DraftModelView(Protocol):
+    """What the scheduler reads of the runner's draft model (speculative/draft_model.py)."""
+
+    cost: DraftCost
+
+    def missing_tokens(self, block_ids: Sequence[int], end: int) -> int:
+        """How many of a request's first `end` positions the draft's cache lacks."""
+        ...
+
+
+@dataclass(slots=True)
+class StepDrafts:
+    """The drafts one step may still take, and the shape of the batch that waits for them."""
+
+    drafts_left: int
+    num_decoding: int
+    pass_share: float
+    """How many decoding requests wait for each drafting one's draft passes: a pass delays
+    the whole step, and at most one drafting request per draft the step allows shares it."""
 
 
 class Drafter:
@@ -22,11 +50,11 @@ class Drafter:
         num_speculative_tokens: int,
         max_step_tokens: int,
         *,
-        draft_cost: DraftCost | None = None,
+        draft_model: DraftModelView | None = None,
     ) -> None:
-        self.draft_cost = draft_cost
-        """Set when drafts come from a draft model: what each of its passes costs."""
-        self.proposer = None if draft_cost is not None else NgramProposer()
+        self.draft_model = draft_model
+        """Set when drafts come from a draft model (`--speculator-model-id`)."""
+        self.proposer = None if draft_model is not None else NgramProposer()
         self.tracker = AcceptanceTracker(DraftPolicy(num_speculative_tokens))
         self.max_step_tokens = max_step_tokens
         """Drafts only while a step's decodes and drafts stay within this many tokens: while
@@ -38,22 +66,32 @@ class Drafter:
     def from_model(self) -> bool:
         """Drafts come from the runner's draft model, which needs a drafting request's
         earlier tokens (ScheduledRequest.context_token_ids)."""
-        return self.proposer is None
+        return self.draft_model is not None
 
-    def draft_budget(self, num_decoding: int) -> int:
-        """Draft tokens the next step may verify beside `num_decoding` decodes."""
-        return max(0, self.max_step_tokens - num_decoding)
+    def plan_step(self, num_decoding: int, num_requests: int) -> StepDrafts:
+        """The drafts a step may take beside `num_decoding` decodes, with `num_requests`
+        running or waiting in all: those still prefilling or waiting decode soon, and once
+        they do the step has no room for drafts, so a draft model would catch up in vain."""
+        budget = max(0, self.max_step_tokens - max(num_decoding, num_requests))
+        num_drafting = max(1, min(num_decoding, budget))
+        return StepDrafts(budget, num_decoding, num_decoding / num_drafting)
 
-    def drafts_for(self, request: Request, budget: int) -> tuple[int, ...]:
-        """Drafts for a request about to decode, at most `budget` of them and never past its
-        last allowed token."""
+    def drafts_for(self, request: Request, step: StepDrafts, most: int) -> tuple[int, ...]:
+        """Drafts for a request about to decode in `step`, at most `most` of them and never
+        past its last allowed token; taken from the step's drafts left."""
         if not _may_draft(request):
             return ()
         remaining = request.sampling.max_new_tokens - len(request.output_token_ids) - 1
-        wanted = self.tracker.num_drafts(request.request_id, self._cost_per_draft(request))
-        limit = min(wanted, remaining, budget)
+        limit = min(
+            self.tracker.num_drafts(request.request_id, self._cost_per_draft(request)),
+            self._affordable(request, step, remaining),
+            remaining,
+            most,
+            step.drafts_left,
+        )
         if limit <= 0:
             return ()
+        step.drafts_left -= limit
         if self.proposer is None:
             return (DRAFT_PLACEHOLDER,) * limit
         return self.proposer.propose(
@@ -71,9 +109,29 @@ class Drafter:
         measured cost varies with timing, and the draft count decides which random draws a
         sampled request's tokens come from, so only greedy requests (whose output drafts
         never change) weigh it; sampled ones stay reproducible under a seed."""
-        if self.draft_cost is None or not request.sampling.is_greedy:
+        if self.draft_model is None or not request.sampling.is_greedy:
             return 0.0
-        return self.draft_cost.ratio
+        return self.draft_model.cost.per_pass
+
+    def _affordable(self, request: Request, step: StepDrafts, remaining: int) -> int:
+        """The most drafts from the draft model that pay for the whole step: its passes delay
+        every decoding request, and a request whose draft cache lags must first catch up.
+        Unlimited where costs are not weighed (see _cost_per_draft) or not measured yet."""
+        per_pass = self._cost_per_draft(request)
+        if self.draft_model is None or per_pass == 0.0:
+            return self.tracker.policy.num_speculative_tokens
+        # A request not judged yet gets the benefit of the doubt: its drafts count as kept.
+        kept_rate = self.tracker.kept_rate(request.request_id)
+        kept_rate = 1.0 if kept_rate is None else kept_rate
+        per_draft = per_pass * step.pass_share
+        count = best_num_drafts(kept_rate, per_draft, self.tracker.policy.num_speculative_tokens)
+        missing = self.draft_model.missing_tokens(request.block_ids, request.num_computed_tokens)
+        if count and missing:
+            speedup = drafting_speedup(kept_rate, per_draft, count)
+            cost = self.draft_model.cost.per_catch_up_token
+            if not catch_up_pays(missing, remaining, speedup, step.num_decoding, cost):
+                return 0
+        return count
 
     def drop(self, request_ids: Iterable[RequestId]) -> None:
         ids = list(request_ids)

@@ -143,7 +143,7 @@ def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineC
         Drafter(
             sched_config.speculate,
             SPECULATION_STEP_TOKENS[device.type],
-            draft_cost=draft_model.cost if draft_model is not None else None,
+            draft_model=draft_model,
         )
         if sched_config.speculate
         else None,

@@ -134,18 +134,22 @@ class Scheduler:
         )
 
     def _schedule_running(self, draft: _StepDraft) -> None:
-        drafts_left = 0
-        if self.drafter is not None:
+        drafter, step_drafts = self.drafter, None
+        if drafter is not None:
             num_decoding = sum(1 for r in self.running if r.num_uncomputed_tokens == 1)
-            drafts_left = self.drafter.draft_budget(num_decoding)
+            num_requests = len(self.running) + len(self.waiting)
+            step_drafts = drafter.plan_step(num_decoding, num_requests)
         index = 0
         while index < len(self.running) and draft.budget > 0:
             request = self.running[index]
             count = min(request.num_uncomputed_tokens, draft.budget)
             drafts: tuple[int, ...] = ()
-            if self.drafter is not None and drafts_left and request.num_uncomputed_tokens == 1:
-                drafts = self.drafter.drafts_for(request, min(draft.budget - 1, drafts_left))
-                drafts_left -= len(drafts)
+            if (
+                drafter is not None
+                and step_drafts is not None
+                and request.num_uncomputed_tokens == 1
+            ):
+                drafts = drafter.drafts_for(request, step_drafts, draft.budget - 1)
             if not self._make_room(request, count + len(drafts)):
                 continue  # the request itself was preempted; the list shrank
             request.draft_token_ids = drafts

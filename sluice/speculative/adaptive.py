@@ -79,6 +79,12 @@ class AcceptanceTracker:
             return most
         return max(1, best_num_drafts(state.kept_rate, draft_cost, most))
 
+    def kept_rate(self, request_id: RequestId) -> float | None:
+        """The request's kept rate; None until it has had drafts judged (since its last
+        probe)."""
+        state = self._requests.get(request_id)
+        return state.kept_rate if state is not None and state.num_drafted > 0 else None
+
     def observe(
         self, request_id: RequestId, num_drafted: int, num_accepted: int, draft_cost: float = 0.0
     ) -> None:

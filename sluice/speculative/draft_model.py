@@ -41,6 +41,17 @@ class _Proposal:
     drafts were chosen greedily."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Timings:
+    """What a step's drafting took, in seconds."""
+
+    passes_s: float
+    num_passes: int
+    """Passes of a token or two per drafting request."""
+    catch_up_token_s: float | None
+    """Per token of a longer catch-up, if the step had one."""
+
+
 class DraftModel:
     def __init__(
         self,
@@ -58,8 +69,8 @@ class DraftModel:
         self._slots = DraftSlots(block_size)
         self.cost = DraftCost()
         """What one of its passes costs relative to the target's step (draft_cost.py)."""
-        self._pass_s: float | None = None
-        """The mean time of the last step's passes of a token or two per request."""
+        self._timings: _Timings | None = None
+        """The last step's, until the target's part of it is timed."""
         self._proposals: dict[RequestId, _Proposal] = {}
         self._generators: dict[RequestId, torch.Generator] = {}
 
@@ -78,26 +89,36 @@ class DraftModel:
         for r, computed in zip(drafting, catch_up, strict=True):
             known_end = r.num_computed_tokens + r.num_known_tokens
             self._slots.record(r.block_ids, computed.num_computed_tokens, known_end)
+        num_tokens = sum(len(r.token_ids) for r in catch_up)
         ends = torch.tensor([len(r.token_ids) for r in catch_up]).cumsum(0)
         logits = self.model.compute_logits(hidden[(ends - 1).to(self.device)])
-        # Passes of a token or two per request measure the draft's cost; a catch-up over a
-        # prompt would weigh as many passes, so it is left out.
-        passes_s, num_passes = 0.0, 0
-        if sum(len(r.token_ids) for r in catch_up) <= 2 * len(catch_up):
-            passes_s, num_passes = time.perf_counter() - started, 1
+        if self.device.type == "cuda":  # the passes' timing must not include the catch-up
+            torch.cuda.synchronize(self.device)
+        catch_up_s = time.perf_counter() - started
         started = time.perf_counter()
         drafts, num_feeds = self._draft(drafting, logits)
-        passes_s += time.perf_counter() - started
-        num_passes += num_feeds
-        if num_passes:
-            self._pass_s = passes_s / num_passes
+        passes_s = time.perf_counter() - started
+        # A catch-up of a token or two per request is one more pass; a longer one is
+        # measured by its tokens.
+        if num_tokens <= 2 * len(catch_up):
+            self._timings = _Timings(catch_up_s + passes_s, num_feeds + 1, None)
+        else:
+            self._timings = _Timings(passes_s, num_feeds, catch_up_s / num_tokens)
         return replace(plan, requests=tuple(_filled(r, drafts) for r in plan.requests))
 
     def observe_target_step(self, step_s: float) -> None:
         """The target's part of the step just proposed for took `step_s` seconds."""
-        if self._pass_s is not None:
-            self.cost.observe(self._pass_s, step_s)
-            self._pass_s = None
+        timings, self._timings = self._timings, None
+        if timings is not None:
+            self.cost.observe(
+                step_s,
+                pass_s=timings.passes_s / timings.num_passes if timings.num_passes else None,
+                catch_up_token_s=timings.catch_up_token_s,
+            )
+
+    def missing_tokens(self, block_ids: Sequence[int], end: int) -> int:
+        """How many of a request's first `end` positions its next draft must catch up on."""
+        return end - self._slots.valid_prefix(block_ids, end)
 
     def draft_probs(self, drafted: Sequence[ScheduledRequest]) -> torch.Tensor | None:
         """[num_draft_tokens, vocab_size]: the distribution of every draft of these requests,

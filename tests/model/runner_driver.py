@@ -111,11 +111,12 @@ def generate(
     if kv_cache is None:
         num_blocks = runner.kv_caches[0].shape[2] // BLOCK_SIZE
         kv_cache = KVCacheManager(num_blocks, BLOCK_SIZE, prefix_caching=False)
-    draft_cost = runner.draft_model.cost if runner.draft_model is not None else None
     scheduler = Scheduler(
         SchedulerLimits(max_step_tokens, max_prompt_tokens_while_decoding=max_step_tokens),
         kv_cache,
-        Drafter(speculate, max_step_tokens=64, draft_cost=draft_cost) if speculate else None,
+        Drafter(speculate, max_step_tokens=64, draft_model=runner.draft_model)
+        if speculate
+        else None,
     )
     requests = [
         Request(f"{run}-{i}", prompt, params)

@@ -15,6 +15,7 @@ from sluice.engine.kv_cache.manager import KVCacheManager
 from sluice.model.runner import ModelRunner
 from sluice.model.step import ScheduledRequest
 from sluice.sampling_params import SamplingParams
+from sluice.speculative.draft_cost import DraftCost
 from sluice.speculative.draft_model import DraftModel
 from sluice.weights.sources import resolve_model
 from tests.model.runner_driver import (
@@ -126,7 +127,7 @@ def test_the_draft_computes_only_for_drafting_requests_and_reuses_its_cached_pre
     monkeypatch.setattr(draft_model, "_forward", counting_forward)
     # Draft counts must not vary with timing here: leave the draft's cost unmeasured.
     monkeypatch.setattr(draft_model, "observe_target_step", lambda step_s: None)
-    monkeypatch.setattr(draft_model.cost, "ratio", 0.0)
+    monkeypatch.setattr(draft_model, "cost", DraftCost())
     kv_cache = KVCacheManager(NUM_BLOCKS, BLOCK_SIZE)  # with prefix caching
     prompt, expected = prompts[:1], plain_outputs[:1]
 

@@ -9,20 +9,20 @@ from sluice.engine.scheduler import Scheduler, SchedulerLimits
 from sluice.ipc.messages import FinishReason
 from sluice.model.step import DRAFT_PLACEHOLDER, RunnerOutput, SampledToken
 from sluice.sampling_params import SamplingParams
-from sluice.speculative.draft_cost import DraftCost
+from tests.unit.engine.draft_model_view import StubDraftModel
 
 PATTERN = [5, 6, 7, 8] * 4  # n-gram lookup proposes what followed the last tokens before
 
 
 def _decoding(
-    max_new_tokens: int, *, draft_cost: DraftCost | None = None
+    max_new_tokens: int, *, draft_model: StubDraftModel | None = None
 ) -> tuple[Scheduler, Request]:
-    """A scheduler with drafts (from a draft model with `draft_cost`) and one request whose
-    prompt is done and first token out."""
+    """A scheduler with drafts (from `draft_model` if given) and one request whose prompt is
+    done and first token out."""
     scheduler = Scheduler(
         SchedulerLimits(64, max_prompt_tokens_while_decoding=64),
         KVCacheManager(16, 4, prefix_caching=False),
-        Drafter(3, max_step_tokens=64, draft_cost=draft_cost),
+        Drafter(3, max_step_tokens=64, draft_model=draft_model),
     )
     request = Request("a", list(PATTERN), SamplingParams(max_new_tokens=max_new_tokens))
     scheduler.add_request(request)
@@ -52,7 +52,7 @@ def test_a_decoding_request_brings_drafts_and_keeps_only_the_accepted_ones() -> 
 
 
 def test_drafts_of_a_draft_model_are_placeholders_with_their_slots_allocated() -> None:
-    scheduler, request = _decoding(max_new_tokens=10, draft_cost=DraftCost())
+    scheduler, request = _decoding(max_new_tokens=10, draft_model=StubDraftModel())
 
     plan = scheduler.schedule()
 
@@ -105,16 +105,19 @@ def test_a_step_drafts_only_while_it_stays_small() -> None:
     assert plan.num_tokens == 8
 
 
-def test_a_costly_draft_model_drafts_less_for_greedy_requests_only() -> None:
-    drafter = Drafter(3, max_step_tokens=64, draft_cost=DraftCost(ratio=0.5))
-    greedy = Request("g", list(PATTERN), SamplingParams(max_new_tokens=50))
-    sampled = Request("s", list(PATTERN), SamplingParams(max_new_tokens=50, do_sample=True))
-    for request in (greedy, sampled):
-        request.output_token_ids.append(5)
-        assert len(drafter.drafts_for(request, budget=8)) == 3
-        for _ in range(10):  # keeps 2 of 3 judged drafts
-            drafter.observe(request, num_drafted=3, num_accepted=2)
+def test_no_step_drafts_while_waiting_requests_would_leave_no_room_for_drafts() -> None:
+    scheduler = Scheduler(
+        SchedulerLimits(128, max_prompt_tokens_while_decoding=8),
+        KVCacheManager(64, 4, prefix_caching=False),
+        Drafter(3, max_step_tokens=8),
+    )
+    first = Request("first", list(PATTERN), SamplingParams(max_new_tokens=20))
+    scheduler.add_request(first)
+    scheduler.update(scheduler.schedule(), RunnerOutput((SampledToken("first", 5, -0.1),)))
+    for i in range(8):  # eight more arrive: they will decode soon, filling the step
+        scheduler.add_request(Request(f"late{i}", list(PATTERN), SamplingParams(max_new_tokens=20)))
 
-    assert len(drafter.drafts_for(greedy, budget=8)) == 1
-    # A sampled request's draft count must not depend on timing: it would change its draws.
-    assert len(drafter.drafts_for(sampled, budget=8)) == 3
+    plan = scheduler.schedule()
+
+    assert plan.requests[0].request_id == "first"
+    assert all(r.num_draft_tokens == 0 for r in plan.requests)

@@ -122,3 +122,13 @@ def test_costly_drafts_are_fewer_and_stop_when_even_one_does_not_pay() -> None:
     # though its acceptance (about 0.5) is above min_acceptance.
     tracker.observe("a", 1, 1, draft_cost=0.8)
     assert tracker.num_drafts("a", draft_cost=0.8) == 0
+
+
+def test_the_kept_rate_is_known_once_drafts_were_judged() -> None:
+    tracker = AcceptanceTracker(POLICY)
+    assert tracker.kept_rate("a") is None
+
+    tracker.observe("a", 4, 2)  # 2 kept, the third judged and rejected
+    assert tracker.kept_rate("a") == pytest.approx(2 / 3)
+    tracker.observe("a", 0, 0)  # a step without drafts judges nothing
+    assert tracker.kept_rate("a") == pytest.approx(2 / 3)

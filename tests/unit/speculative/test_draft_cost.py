@@ -3,7 +3,12 @@ costs; and the cost's moving average."""
 
 import pytest
 
-from sluice.speculative.draft_cost import DraftCost, best_num_drafts
+from sluice.speculative.draft_cost import (
+    DraftCost,
+    best_num_drafts,
+    catch_up_pays,
+    drafting_speedup,
+)
 
 
 def test_no_draft_pays_when_a_draft_costs_more_than_its_chance_of_being_kept() -> None:
@@ -23,13 +28,29 @@ def test_free_drafts_pay_whenever_some_are_kept() -> None:
     assert best_num_drafts(acceptance=0.1, cost_per_draft=0.0, most=3) == 3
 
 
-def test_the_cost_is_the_first_measurement_then_a_moving_average() -> None:
-    cost = DraftCost(smoothing=0.5)
-    assert cost.ratio == 0.0
+def test_the_speedup_counts_expected_tokens_per_unit_of_time() -> None:
+    # Two drafts kept with chance 0.5 each: 1 + 0.5 + 0.25 tokens in 1 + 2 * 0.25 steps.
+    assert drafting_speedup(acceptance=0.5, cost_per_draft=0.25, num_drafts=2) == 1.75 / 1.5
+    assert drafting_speedup(acceptance=0.9, cost_per_draft=0.0, num_drafts=0) == 1.0
 
-    cost.observe(pass_s=0.02, step_s=0.04)
-    assert cost.ratio == pytest.approx(0.5)
-    cost.observe(pass_s=0.01, step_s=0.04)
-    assert cost.ratio == pytest.approx(0.375)
-    cost.observe(pass_s=0.01, step_s=0.0)  # no step time: nothing to learn
-    assert cost.ratio == pytest.approx(0.375)
+
+def test_a_catch_up_pays_when_the_steps_it_delays_are_fewer_than_drafting_saves() -> None:
+    # A 2x speedup saves 50 of 100 tokens' steps; 100 tokens at 0.1 step delay 2 requests
+    # 20 steps in all, 5 requests 50, 6 requests 60.
+    assert catch_up_pays(100, 100, speedup=2.0, num_waiting=2, per_token=0.1)
+    assert catch_up_pays(100, 100, speedup=2.0, num_waiting=5, per_token=0.1)
+    assert not catch_up_pays(100, 100, speedup=2.0, num_waiting=6, per_token=0.1)
+    assert not catch_up_pays(1, 100, speedup=1.0, num_waiting=1, per_token=0.0)
+
+
+def test_each_cost_is_its_first_measurement_then_a_moving_average() -> None:
+    cost = DraftCost(smoothing=0.5)
+    assert (cost.per_pass, cost.per_catch_up_token) == (0.0, 0.0)
+
+    cost.observe(0.04, pass_s=0.02)
+    assert (cost.per_pass, cost.per_catch_up_token) == (pytest.approx(0.5), 0.0)
+    cost.observe(0.04, pass_s=0.01, catch_up_token_s=0.002)
+    assert cost.per_pass == pytest.approx(0.375)
+    assert cost.per_catch_up_token == pytest.approx(0.05)
+    cost.observe(0.0, pass_s=0.01)  # no step time: nothing to learn
+    assert cost.per_pass == pytest.approx(0.375)
