@@ -75,3 +75,14 @@ def test_costs_not_measured_yet_do_not_stop_drafting() -> None:
     request = _decoding("a", max_new_tokens=5)
 
     assert len(drafter.drafts_for(request, drafter.plan_step(10, 10), most=8)) == 3
+
+
+def test_a_request_whose_drafts_do_not_pay_pauses_then_probes_afresh() -> None:
+    drafter = Drafter(3, max_step_tokens=16, draft_model=StubDraftModel(DraftCost(per_pass=0.9)))
+    request = _decoding("a", max_new_tokens=1000)
+    _keeps_two_of_three(drafter, request)  # a kept rate of 2/3 does not repay a 0.9 pass
+
+    assert drafter.drafts_for(request, drafter.plan_step(1, 1), most=8) == ()
+    for _ in range(drafter.tracker.policy.pause_steps):
+        drafter.observe(request, num_drafted=0, num_accepted=0)
+    assert len(drafter.drafts_for(request, drafter.plan_step(1, 1), most=8)) == 3
