@@ -116,27 +116,29 @@ class Drafter:
     def _affordable(self, request: Request, step: StepDrafts, remaining: int) -> int:
         """The most drafts from the draft model that pay for the whole step: its passes delay
         every decoding request, and a request whose draft cache lags must first catch up.
-        Unlimited where costs are not weighed (see _cost_per_draft) or not measured yet, and
-        where the request alone would not profit: the tracker judges that, pausing it and
-        probing afresh later."""
+        Unlimited where costs are not weighed (see _cost_per_draft) or not measured yet, or
+        where only the request itself would lose: the tracker judges that, with one draft
+        a step at least, and pauses it."""
         most = self.tracker.policy.num_speculative_tokens
         per_pass = self._cost_per_draft(request)
         if self.draft_model is None or per_pass == 0.0:
             return most
-        # A request not judged yet gets the benefit of the doubt: its drafts count as kept.
+        # A request without judged drafts gets the benefit of the doubt: they count as kept.
         kept_rate = self.tracker.kept_rate(request.request_id)
         kept_rate = 1.0 if kept_rate is None else kept_rate
         per_draft = per_pass * step.pass_share
         count = best_num_drafts(kept_rate, per_draft, most)
-        if count == 0:
-            return 0 if step.pass_share > 1.0 else most
+        if count == 0 and step.pass_share > 1.0:
+            return 0
+        # A catch-up (after a pause, or before the first draft) needs the drafts to pay: a
+        # request paused for drafts that did not pay probes again only if costs fell.
         missing = self.draft_model.missing_tokens(request.block_ids, request.num_computed_tokens)
         if missing > 1:  # more than the last draft, which is never fed back
-            speedup = drafting_speedup(kept_rate, per_draft, count)
+            speedup = drafting_speedup(kept_rate, per_draft, max(count, 1))
             cost = self.draft_model.cost.per_catch_up_token
             if not catch_up_pays(missing, remaining, speedup, step.num_decoding, cost):
                 return 0
-        return count
+        return count or most
 
     def drop(self, request_ids: Iterable[RequestId]) -> None:
         ids = list(request_ids)

@@ -31,6 +31,9 @@ class DraftPolicy:
     """Weight of one drafted token in the moving average (about the last 1 / smoothing count)."""
     min_drafted: int = 16
     """Drafts judged since the start or the last probe before the rate may cause a pause."""
+    min_costly_drafted: int = 4
+    """The same for drafts that cost a pass each (from a draft model): while they do not
+    pay, every step that drafts one more loses time."""
     pause_steps: int = 32
     """Decode steps without drafts after the first pause; doubles with each failed probe."""
     max_pause_steps: int = 512
@@ -54,8 +57,9 @@ class _RequestAcceptance:
     next_pause: int
     """Length of the pause that the next failed judgement starts."""
     rate: float = 0.0
-    kept_rate: float = 0.0
-    """Kept / judged drafts: a draft is judged when every draft before it was kept."""
+    kept_rate: float | None = None
+    """Kept / judged drafts (a draft is judged when every draft before it was kept); None
+    until a draft is judged. A pause keeps it, as the guess until a probe's are judged."""
     num_drafted: int = 0
     """Drafts judged since the start or the last probe."""
     paused_steps_left: int = 0
@@ -67,23 +71,29 @@ class AcceptanceTracker:
     def __init__(self, policy: DraftPolicy) -> None:
         self.policy = policy
         self._requests: dict[RequestId, _RequestAcceptance] = {}
+        self._recent_kept_rate: float | None = None
+        """Over all requests' recent drafts: what a request that has none judged may expect."""
 
     def num_drafts(self, request_id: RequestId, draft_cost: float = 0.0) -> int:
-        """How many tokens to draft for the request this step: 0 while it is paused.
-        `draft_cost`: a draft's time relative to a step (0: drafts are free to make)."""
+        """How many tokens to draft for the request this step: 0 while it is paused, at least
+        1 otherwise, so that its drafts are judged. `draft_cost`: a draft's time relative to
+        a step (0: drafts are free to make, so as many as allowed)."""
         most = self.policy.num_speculative_tokens
         state = self._requests.get(request_id)
         if state is not None and state.paused_steps_left > 0:
             return 0
-        if state is None or state.num_drafted == 0 or draft_cost == 0.0:
+        expected = self.kept_rate(request_id)
+        if expected is None:
+            expected = self._recent_kept_rate
+        if draft_cost == 0.0 or expected is None:
             return most
-        return max(1, best_num_drafts(state.kept_rate, draft_cost, most))
+        return max(1, best_num_drafts(expected, draft_cost, most))
 
     def kept_rate(self, request_id: RequestId) -> float | None:
-        """The request's kept rate; None until it has had drafts judged (since its last
-        probe)."""
+        """The request's kept rate, from before its last pause while a probe's drafts are
+        not judged yet; None until it has had a draft judged."""
         state = self._requests.get(request_id)
-        return state.kept_rate if state is not None and state.num_drafted > 0 else None
+        return state.kept_rate if state is not None else None
 
     def observe(
         self, request_id: RequestId, num_drafted: int, num_accepted: int, draft_cost: float = 0.0
@@ -102,14 +112,20 @@ class AcceptanceTracker:
         if num_drafted == 0:
             return
         num_judged = num_accepted + (num_accepted < num_drafted)
-        if state.num_drafted == 0:
+        kept_rate = num_accepted / num_judged
+        recent = self._recent_kept_rate
+        self._recent_kept_rate = (
+            kept_rate if recent is None else self._averaged(recent, kept_rate, num_judged)
+        )
+        if state.num_drafted == 0 or state.kept_rate is None:
             state.rate = num_accepted / num_drafted
-            state.kept_rate = num_accepted / num_judged
+            state.kept_rate = kept_rate
         else:
             state.rate = self._averaged(state.rate, num_accepted / num_drafted, num_drafted)
-            state.kept_rate = self._averaged(state.kept_rate, num_accepted / num_judged, num_judged)
+            state.kept_rate = self._averaged(state.kept_rate, kept_rate, num_judged)
         state.num_drafted += num_drafted
-        if state.num_drafted < policy.min_drafted:
+        min_drafted = policy.min_drafted if draft_cost == 0.0 else policy.min_costly_drafted
+        if state.num_drafted < min_drafted:
             return
         pays = state.rate >= policy.min_acceptance and (
             draft_cost == 0.0 or best_num_drafts(state.kept_rate, draft_cost, 1) > 0

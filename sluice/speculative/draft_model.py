@@ -83,8 +83,8 @@ class DraftModel:
                 self._slots.cut(r.block_ids, r.num_computed_tokens)
         if not drafting:
             return plan
-        catch_up = tuple(self._catch_up(r) for r in drafting)
         started = time.perf_counter()
+        catch_up = tuple(self._catch_up(r) for r in drafting)
         hidden = self._forward(catch_up)
         for r, computed in zip(drafting, catch_up, strict=True):
             known_end = r.num_computed_tokens + r.num_known_tokens
@@ -94,17 +94,19 @@ class DraftModel:
         logits = self.model.compute_logits(hidden[(ends - 1).to(self.device)])
         if self.device.type == "cuda":  # the passes' timing must not include the catch-up
             torch.cuda.synchronize(self.device)
-        catch_up_s = time.perf_counter() - started
-        started = time.perf_counter()
+        caught_up = time.perf_counter()
         drafts, num_feeds = self._draft(drafting, logits)
-        passes_s = time.perf_counter() - started
-        # A catch-up of a token or two per request is one more pass; a longer one is
-        # measured by its tokens.
+        plan = replace(plan, requests=tuple(_filled(r, drafts) for r in plan.requests))
+        finished = time.perf_counter()
+        # Everything drafting costs counts, bookkeeping too. A catch-up of a token or two per
+        # request is one more pass; a longer one is measured by its tokens.
         if num_tokens <= 2 * len(catch_up):
-            self._timings = _Timings(catch_up_s + passes_s, num_feeds + 1, None)
+            self._timings = _Timings(finished - started, num_feeds + 1, None)
         else:
-            self._timings = _Timings(passes_s, num_feeds, catch_up_s / num_tokens)
-        return replace(plan, requests=tuple(_filled(r, drafts) for r in plan.requests))
+            self._timings = _Timings(
+                finished - caught_up, num_feeds, (caught_up - started) / num_tokens
+            )
+        return plan
 
     def observe_target_step(self, step_s: float) -> None:
         """The target's part of the step just proposed for took `step_s` seconds."""

@@ -77,12 +77,17 @@ def test_costs_not_measured_yet_do_not_stop_drafting() -> None:
     assert len(drafter.drafts_for(request, drafter.plan_step(10, 10), most=8)) == 3
 
 
-def test_a_request_whose_drafts_do_not_pay_pauses_then_probes_afresh() -> None:
-    drafter = Drafter(3, max_step_tokens=16, draft_model=StubDraftModel(DraftCost(per_pass=0.9)))
+def test_a_request_whose_drafts_do_not_pay_pauses_then_probes_only_without_a_catch_up() -> None:
+    draft_model = StubDraftModel(DraftCost(per_pass=0.9, per_catch_up_token=0.01))
+    drafter = Drafter(3, max_step_tokens=16, draft_model=draft_model)
     request = _decoding("a", max_new_tokens=1000)
     _keeps_two_of_three(drafter, request)  # a kept rate of 2/3 does not repay a 0.9 pass
 
     assert drafter.drafts_for(request, drafter.plan_step(1, 1), most=8) == ()
     for _ in range(drafter.tracker.policy.pause_steps):
         drafter.observe(request, num_drafted=0, num_accepted=0)
-    assert len(drafter.drafts_for(request, drafter.plan_step(1, 1), most=8)) == 3
+    # The probe drafts one: enough to judge, and its earlier rate says more would not pay.
+    assert len(drafter.drafts_for(request, drafter.plan_step(1, 1), most=8)) == 1
+    # Had the draft to catch up on the pause first, that rate says it would not be repaid.
+    draft_model.num_missing = 32
+    assert drafter.drafts_for(request, drafter.plan_step(1, 1), most=8) == ()

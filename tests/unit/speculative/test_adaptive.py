@@ -124,7 +124,18 @@ def test_costly_drafts_are_fewer_and_stop_when_even_one_does_not_pay() -> None:
     assert tracker.num_drafts("a", draft_cost=0.8) == 0
 
 
-def test_the_kept_rate_is_known_once_drafts_were_judged() -> None:
+def test_costly_drafts_that_do_not_pay_are_judged_after_fewer_drafts() -> None:
+    tracker = AcceptanceTracker(POLICY)
+    for accepted in [0, 0, 0, 1] * 2:  # one draft a step, one in four kept
+        tracker.observe("free", 1, accepted)
+        tracker.observe("costly", 1, accepted, draft_cost=0.6)
+
+    assert POLICY.min_costly_drafted <= 8 < POLICY.min_drafted
+    assert tracker.num_drafts("free") == 4  # too few free drafts to judge yet
+    assert tracker.num_drafts("costly", draft_cost=0.6) == 0
+
+
+def test_the_kept_rate_is_known_once_drafts_were_judged_and_outlives_a_pause() -> None:
     tracker = AcceptanceTracker(POLICY)
     assert tracker.kept_rate("a") is None
 
@@ -132,3 +143,23 @@ def test_the_kept_rate_is_known_once_drafts_were_judged() -> None:
     assert tracker.kept_rate("a") == pytest.approx(2 / 3)
     tracker.observe("a", 0, 0)  # a step without drafts judges nothing
     assert tracker.kept_rate("a") == pytest.approx(2 / 3)
+    while tracker.num_drafts("a", draft_cost=0.9) > 0:  # 2/3 does not repay 0.9 a draft
+        tracker.observe("a", 1, 0, draft_cost=0.9)
+    while tracker.num_drafts("a", draft_cost=0.9) == 0:
+        tracker.observe("a", 0, 0, draft_cost=0.9)
+    # The probe: the rate from before the pause stands until new drafts are judged.
+    assert tracker.kept_rate("a") == pytest.approx(0.9 * 2 / 3)  # one rejection weighed in
+    assert tracker.num_drafts("a", draft_cost=0.9) == 1
+    tracker.observe("a", 1, 1, draft_cost=0.9)
+    assert tracker.kept_rate("a") == 1.0
+
+
+def test_costly_drafts_of_a_new_request_are_counted_by_the_recent_kept_rate_of_all() -> None:
+    tracker = AcceptanceTracker(POLICY)
+    assert tracker.num_drafts("new", draft_cost=0.5) == 4  # nothing judged anywhere yet
+
+    for _ in range(10):
+        tracker.observe("earlier", 4, 2, draft_cost=0.5)  # a kept rate of 2/3
+    assert tracker.kept_rate("new") is None
+    assert tracker.num_drafts("new", draft_cost=0.5) == 1
+    assert tracker.num_drafts("new") == 4  # free drafts: as many as allowed
