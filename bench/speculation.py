@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Speculative decoding (`--speculate N`, n-gram drafts, or a draft model's with
 --speculator-model-id) against the same server without it, in the same run: W3 (copy-heavy)
-and W1 one request at a time, and W2 (64 at once). Each run starts fresh servers. Greedy
-outputs must be identical with and without speculation: the script stops with an error naming
-the first prompt that differs.
+and W1 one request at a time, and W2 (64 at once). Each run starts both servers afresh, side
+by side, and sends each workload to one and then the other. Greedy outputs must be identical
+with and without speculation: the script stops with an error naming the first prompt that
+differs.
 
 Usage: .venv/bin/python bench/speculation.py [--runs 3] [--speculate 4] [--dtype bfloat16]
   [--speculator-model-id DIR]
@@ -53,9 +54,10 @@ def main() -> None:
         drafting += ["--speculator-model-id", args.speculator_model_id]
     workloads = {name: load_workload(name) for name in ("w3", "w1", "w2")}
     runs: list[dict[str, ServerRun]] = []
-    for _ in range(args.runs):
-        plain = measure(workloads, "--dtype", args.dtype)
-        speculating = measure(workloads, "--dtype", args.dtype, *drafting)
+    for index in range(args.runs):
+        plain, speculating = measure(
+            workloads, ("--dtype", args.dtype), ("--dtype", args.dtype, *drafting), index
+        )
         check_identical(plain, speculating)
         runs.append({"plain": plain, "speculate": speculating})
         print(f"plain: {_figures(plain)}\nspeculate: {_figures(speculating)}", flush=True)
@@ -75,25 +77,49 @@ def main() -> None:
     print(table)
 
 
-def measure(workloads: dict[str, Workload], *flags: str) -> ServerRun:
-    with local_server(*flags) as url:
-        send(url, Workload("warm-up", ("Hello",), 8), 1)
-        w3 = send(url, workloads["w3"], 1)
-        w3_answer = send(url, workloads["w3"], 1, ignore_eos=False)
-        w1 = send(url, workloads["w1"], 1)
-        w2 = send(url, workloads["w2"], len(workloads["w2"].prompts))
-        page = httpx.get(f"{url}/metrics").text
+def measure(
+    workloads: dict[str, Workload],
+    plain_flags: tuple[str, ...],
+    speculating_flags: tuple[str, ...],
+    run_index: int,
+) -> tuple[ServerRun, ServerRun]:
+    """Both servers, fresh and running side by side; each workload goes to one and then the
+    other, the first in turn, so that the host's drift (this machine is shared) weighs on
+    both alike."""
+    with local_server(*plain_flags) as plain_url, local_server(*speculating_flags) as spec_url:
+        urls = [plain_url, spec_url]
+        sent: list[dict[str, RunTimings]] = [{}, {}]
+        for turn, (name, workload, concurrency, ignore_eos) in enumerate(
+            (
+                ("warm-up", Workload("warm-up", ("Hello",), 8), 1, True),
+                ("w3", workloads["w3"], 1, True),
+                ("w3_answer", workloads["w3"], 1, False),
+                ("w1", workloads["w1"], 1, True),
+                ("w2", workloads["w2"], len(workloads["w2"].prompts), True),
+            )
+        ):
+            first = (run_index + turn) % 2
+            for server in (first, 1 - first):
+                sent[server][name] = send(
+                    urls[server], workload, concurrency, ignore_eos=ignore_eos
+                )
+        pages = [httpx.get(f"{url}/metrics").text for url in urls]
+    plain, speculating = (_server_run(s, page) for s, page in zip(sent, pages, strict=True))
+    return plain, speculating
+
+
+def _server_run(sent: dict[str, RunTimings], metrics_page: str) -> ServerRun:
     return ServerRun(
-        w3=SingleStreamRun.of(w3),
-        w3_answer=SingleStreamRun.of(w3_answer),
-        w1=SingleStreamRun.of(w1),
-        w2=ThroughputRun.of(w2),
+        w3=SingleStreamRun.of(sent["w3"]),
+        w3_answer=SingleStreamRun.of(sent["w3_answer"]),
+        w1=SingleStreamRun.of(sent["w1"]),
+        w2=ThroughputRun.of(sent["w2"]),
         texts={
-            name: [t.generated_text for t in run.timings]
-            for name, run in (("w3", w3), ("w3_answer", w3_answer), ("w1", w1), ("w2", w2))
+            name: [t.generated_text for t in sent[name].timings]
+            for name in ("w3", "w3_answer", "w1", "w2")
         },
-        draft_tokens=_metric(page, "sluice_speculative_draft_tokens"),
-        accepted_tokens=_metric(page, "sluice_speculative_accepted_tokens"),
+        draft_tokens=_metric(metrics_page, "sluice_speculative_draft_tokens"),
+        accepted_tokens=_metric(metrics_page, "sluice_speculative_accepted_tokens"),
     )
 
 
@@ -146,7 +172,8 @@ def render(results: dict[str, Any]) -> str:
         f"# Speculative decoding: {drafts} against no speculation",
         "",
         f"Commit {results['commit']}, {results['machine']}, {results['dtype']}, "
-        f"`--speculate {results['speculate']}`, {len(runs)} runs, each on fresh servers; "
+        f"`--speculate {results['speculate']}`, {len(runs)} runs, each on two fresh servers "
+        "side by side (each workload goes to both in turn, the first alternating); "
         "median (min-max). Greedy outputs of every prompt were identical with and without "
         "speculation in every run (the script stops otherwise).",
         "",

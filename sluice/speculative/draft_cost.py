@@ -11,6 +11,11 @@ drafting saves the request over its remaining tokens."""
 
 from dataclasses import dataclass
 
+MIN_SPEEDUP = 1.1
+"""Drafting must be expected to gain more than this: the measured cost leaves out the target's
+extra positions (on a CPU each costs a few percent of a step), and a kept rate estimated from
+a few drafts is noisy, so a smaller expected gain is as likely a loss."""
+
 
 @dataclass(slots=True)
 class DraftCost:
@@ -44,8 +49,8 @@ class DraftCost:
 
 def best_num_drafts(acceptance: float, cost_per_draft: float, most: int) -> int:
     """The draft count k <= `most` that maximises expected tokens per unit of time,
-    (1 + a + ... + a^k) / (1 + k * cost_per_draft); 0 when no draft pays."""
-    best, best_speedup = 0, 1.0
+    (1 + a + ... + a^k) / (1 + k * cost_per_draft); 0 when none gains more than MIN_SPEEDUP."""
+    best, best_speedup = 0, MIN_SPEEDUP
     for count in range(1, most + 1):
         speedup = drafting_speedup(acceptance, cost_per_draft, count)
         if speedup > best_speedup:
