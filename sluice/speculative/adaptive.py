@@ -10,7 +10,8 @@ for a few probes only, and text that turns repetitive later is still caught.
 
 Drafts from a draft model cost a pass each as well (draft_cost.py): given that cost, a request
 drafts as many tokens as its *kept rate* (the chance that a judged draft is kept, a second
-moving average) makes worthwhile, and pauses as above when not even one pays."""
+moving average; for a request without judged drafts, the recent kept rate of all) makes
+worthwhile, is judged after fewer drafts, and pauses as above when not even one pays."""
 
 from collections.abc import Iterable
 from dataclasses import dataclass
