@@ -1,7 +1,8 @@
 """`--speculate 4`: a float32 server that verifies n-gram drafts answers, token for token, what
 the server without speculation answers, over /generate and /generate_stream, and its metrics
 count the drafts it accepted. With `--speculator-model-id` naming the served model itself, a
-bfloat16 server gets every draft accepted and answers what the default server answers."""
+bfloat16 server gets every draft it makes accepted and answers what the default server
+answers."""
 
 from collections.abc import Iterator
 from typing import Any
@@ -96,5 +97,7 @@ def test_a_speculator_model_drafts_what_the_model_says_and_every_draft_is_accept
         assert tokens == [token["id"] for token in expected["details"]["tokens"]]
     drafted = _metric(model_drafting_server, "sluice_speculative_draft_tokens") - drafted_before
     accepted = _metric(model_drafting_server, "sluice_speculative_accepted_tokens")
-    assert drafted >= PARAMETERS["max_new_tokens"]
+    # Its first drafts come before their cost is measured; once it is, drafting stops where
+    # it would not pay, and a model drafting for itself costs as much as it saves.
+    assert drafted > 0
     assert accepted - accepted_before == drafted

@@ -43,10 +43,20 @@ def draft_model() -> DraftModel:
 
 
 @pytest.fixture
-def with_draft(runner: ModelRunner, draft_model: DraftModel) -> Iterator[ModelRunner]:
+def with_draft(
+    runner: ModelRunner, draft_model: DraftModel, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ModelRunner]:
+    _untimed(draft_model, monkeypatch)
     runner.draft_model = draft_model
     yield runner
     runner.draft_model = None
+
+
+def _untimed(draft_model: DraftModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Leave the draft's cost unmeasured, so that draft counts do not vary with timing (a
+    model drafting for itself costs about a step a pass, which would stop its drafts)."""
+    monkeypatch.setattr(draft_model, "observe_target_step", lambda step_s: None)
+    monkeypatch.setattr(draft_model, "cost", DraftCost())
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +100,13 @@ def test_seeded_sampled_requests_with_model_drafts_are_reproducible(
 
 @pytest.mark.slow
 def test_a_perturbed_draft_gets_some_drafts_rejected_and_changes_no_output(
-    runner: ModelRunner, prompts: list[list[int]], plain_outputs: list[list[int]]
+    runner: ModelRunner,
+    prompts: list[list[int]],
+    plain_outputs: list[list[int]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     perturbed = build_draft_model(resolve_model().path, torch.bfloat16, NUM_BLOCKS)
+    _untimed(perturbed, monkeypatch)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():  # noise of 15% of each weight's spread: it still guesses often
         for param in perturbed.model.parameters():
@@ -125,9 +139,6 @@ def test_the_draft_computes_only_for_drafting_requests_and_reuses_its_cached_pre
         return forward(requests)
 
     monkeypatch.setattr(draft_model, "_forward", counting_forward)
-    # Draft counts must not vary with timing here: leave the draft's cost unmeasured.
-    monkeypatch.setattr(draft_model, "observe_target_step", lambda step_s: None)
-    monkeypatch.setattr(draft_model, "cost", DraftCost())
     kv_cache = KVCacheManager(NUM_BLOCKS, BLOCK_SIZE)  # with prefix caching
     prompt, expected = prompts[:1], plain_outputs[:1]
 
