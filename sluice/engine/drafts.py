@@ -84,11 +84,12 @@ class Drafter:
         remaining = request.sampling.max_new_tokens - len(request.output_token_ids) - 1
         limit = min(
             self.tracker.num_drafts(request.request_id, self._cost_per_draft(request)),
-            self._affordable(request, step, remaining),
             remaining,
             most,
             step.drafts_left,
         )
+        if limit > 0:  # weighing the step's costs reads the draft's cache: only when it may draft
+            limit = min(limit, self._affordable(request, step, remaining))
         if limit <= 0:
             return ()
         step.drafts_left -= limit
