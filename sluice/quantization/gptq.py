@@ -52,9 +52,9 @@ def convert_gptq(
     per_word = 32 // bits
     input_size, output_size = qweight.shape[0] * per_word, qweight.shape[1]
     group_size = input_size if group_size == -1 else group_size
-    if group_size <= 0 or input_size % group_size:
-        raise ValueError(f"input size {input_size} is not divisible by group size {group_size}")
-    num_groups = input_size // group_size
+    if not 0 < group_size <= input_size:
+        raise ValueError(f"GPTQ group size {group_size} for input size {input_size}")
+    num_groups = -(-input_size // group_size)  # the last group may be short
     expected = {
         "qzeros": (num_groups, output_size // per_word),
         "scales": (num_groups, output_size),
@@ -87,11 +87,15 @@ def _group_order(
     in_order = torch.arange(input_size, device=g_idx.device) // group_size
     if torch.equal(g_idx, in_order):
         return None
-    num_groups = input_size // group_size
+    num_groups = -(-input_size // group_size)
     in_range = bool(g_idx.min() >= 0) and bool(g_idx.max() < num_groups)
-    if not in_range or bool((torch.bincount(g_idx, minlength=num_groups) != group_size).any()):
+    expected_counts = torch.bincount(in_order, minlength=num_groups)
+    if not in_range or not torch.equal(
+        torch.bincount(g_idx, minlength=num_groups), expected_counts
+    ):
+        last = input_size - (num_groups - 1) * group_size
         raise ValueError(
-            f"GPTQ g_idx must put exactly {group_size} input features in each of "
-            f"{num_groups} groups"
+            f"GPTQ g_idx must put exactly {group_size} input features in each of {num_groups} "
+            f"groups" + ("" if last == group_size else f" but the last, which takes {last}")
         )
     return torch.argsort(g_idx, stable=True)

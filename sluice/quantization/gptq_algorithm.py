@@ -73,9 +73,7 @@ class GptqResult:
         return (self.q.float() - zeros) * scales
 
     def to_quantized_weight(self) -> QuantizedWeight:
-        """The runtime form: act-order columns sorted so every group is contiguous (as `gptq`).
-
-        Raises ValueError for a short last group, which `QuantizedWeight` cannot hold."""
+        """The runtime form: act-order columns sorted so every group is contiguous (as `gptq`)."""
         in_order = torch.arange(self.q.shape[1]) // self.group_size
         if torch.equal(self.g_idx.long(), in_order):
             return QuantizedWeight(self.q, self.scales, self.zeros, self.bits, self.group_size)

@@ -3,9 +3,11 @@
 The kernel dequantizes one block of the packed weight at a time while it multiplies, as
 w = (q - 8) * scale + zero in float32 with bfloat16 (or the activation's dtype) scales and zeros,
 so a checkpoint's (q - z) * s becomes scale = s, zero = (8 - z) * s. It takes groups of 32, 64,
-128 or 256 input features only; other multiples of 32, per-channel included, repeat each scale
-over several kernel groups, which is exact. Layout: `qweight` uint8 [output_size,
-input_size / 2] (torch's own packing), `scales_and_zeros` [num_kernel_groups, output_size, 2].
+128 or 256 input features only, all alike; other multiples of 32, per-channel included, and a
+short last group (AutoGPTQ's, where the group size does not divide the input) repeat each scale
+over several kernel groups of a size dividing both, which is exact. Layout: `qweight` uint8
+[output_size, input_size / 2] (torch's own packing), `scales_and_zeros` [num_kernel_groups,
+output_size, 2].
 CUDA (`_weight_int4pack_mm`, another packing) is not supported yet: refused, not guessed."""
 
 import torch
@@ -38,7 +40,7 @@ class Int4LinearMethod:
                 f"int4 kernels need an output size divisible by {OUTPUT_MULTIPLE}, "
                 f"got {output_size}"
             )
-        num_kernel_groups = input_size // _kernel_group_size(group_size)
+        num_kernel_groups = input_size // _kernel_group_size(group_size, input_size)
         layer.qweight = nn.Parameter(
             torch.empty(output_size, input_size // 2, dtype=torch.uint8), False
         )
@@ -67,8 +69,10 @@ class Int4LinearMethod:
         layer.qweight.data.copy_(packed)
         scales = weight.scales.to(layer.qweight.device, torch.float32)
         zeros = (8 - weight.zeros.to(layer.qweight.device, torch.float32)) * scales
-        repeats = weight.group_size // _kernel_group_size(weight.group_size)
-        scales_and_zeros = torch.stack((scales, zeros), dim=-1).repeat_interleave(repeats, dim=0)
+        kernel_group_size = _kernel_group_size(weight.group_size, input_size)
+        kernel_group_starts = torch.arange(0, input_size, kernel_group_size)
+        group_of_kernel_group = kernel_group_starts.to(scales.device) // weight.group_size
+        scales_and_zeros = torch.stack((scales, zeros), dim=-1)[group_of_kernel_group]
         layer.scales_and_zeros.data.copy_(scales_and_zeros)
 
     def apply(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -91,13 +95,16 @@ class Int4LinearMethod:
 
     def _resolve_group_size(self, input_size: int) -> int:
         group_size = input_size if self.group_size is None else self.group_size
-        if group_size <= 0 or input_size % group_size or group_size % 32:
+        if not 0 < group_size <= input_size or group_size % 32 or input_size % 32:
             raise ValueError(
-                f"int4 kernels need groups of a multiple of 32 input features dividing the input "
-                f"size; got group size {group_size} for input size {input_size}"
+                f"int4 kernels need groups and inputs of a multiple of 32 input features; got "
+                f"group size {group_size} for input size {input_size}"
             )
         return group_size
 
 
-def _kernel_group_size(group_size: int) -> int:
-    return next(size for size in KERNEL_GROUP_SIZES if group_size % size == 0)
+def _kernel_group_size(group_size: int, input_size: int) -> int:
+    """The largest size the kernel takes that divides every group, the last one included."""
+    return next(
+        size for size in KERNEL_GROUP_SIZES if group_size % size == 0 and input_size % size == 0
+    )

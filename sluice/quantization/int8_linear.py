@@ -5,9 +5,13 @@ unsigned q with zero point z is stored as w = q - 128, exact in int8; the remain
 -(z - 128) * s, is the same for every input of a group, so it adds -(sum of the group's inputs) *
 (z - 128) * s: one small [tokens, num_groups] @ [num_groups, output_size] matmul in float32,
 skipped for symmetric weights (z = 128). Groups narrower than the input run one kernel call per
-group, summed in float32: exact but slower; per channel is the fast path. In torch 2.13 the
+group, summed in float32: exact but slower; per channel is the fast path. A short last group
+(AutoGPTQ's, where the group size does not divide the input) is run as calls over groups of
+gcd(group size, input size) features, each with its group's scales. In torch 2.13 the
 kernel reads out of bounds with bf16 activations when the input size is not a multiple of 16
 (wrong results or a crash), so such groups are refused."""
+
+import math
 
 import torch
 from torch import nn
@@ -32,7 +36,7 @@ class Int8LinearMethod:
     def create_weights(
         self, layer: nn.Module, input_size: int, output_size: int, dtype: torch.dtype
     ) -> None:
-        group_size = self._resolve_group_size(input_size)
+        group_size = self._kernel_group_size(input_size)
         num_groups = input_size // group_size
         layer.qweight = nn.Parameter(
             torch.empty(num_groups, output_size, group_size, dtype=torch.int8), False
@@ -49,14 +53,17 @@ class Int8LinearMethod:
     def load_weight(self, layer: nn.Module, weight: QuantizedWeight) -> None:
         """Convert `weight` into the parameters `create_weights` made."""
         num_groups, output_size, group_size = layer.qweight.shape
-        expected = (output_size, num_groups * group_size)
-        if weight.bits != 8 or tuple(weight.q.shape) != expected:
+        input_size = num_groups * group_size
+        if weight.bits != 8 or tuple(weight.q.shape) != (output_size, input_size):
             raise ValueError(
-                f"expected an 8-bit {list(expected)} weight, got a {weight.bits}-bit "
+                f"expected an 8-bit {[output_size, input_size]} weight, got a {weight.bits}-bit "
                 f"{list(weight.q.shape)} one"
             )
-        if weight.group_size != group_size:
-            raise ValueError(f"weight has group size {weight.group_size}, layer {group_size}")
+        expected_group_size = input_size if self.group_size is None else self.group_size
+        if weight.group_size != expected_group_size:
+            raise ValueError(
+                f"weight has group size {weight.group_size}, layer {expected_group_size}"
+            )
         is_symmetric = bool((weight.zeros == ZERO_POINT).all())
         if self.symmetric and not is_symmetric:
             raise ValueError(f"symmetric int8 weights need every zero point at {ZERO_POINT}")
@@ -64,10 +71,13 @@ class Int8LinearMethod:
         device = layer.qweight.device
         signed = (weight.q.to(device, torch.int32) - ZERO_POINT).to(torch.int8)
         layer.qweight.data.copy_(signed.view(output_size, num_groups, group_size).transpose(0, 1))
-        layer.scales.data.copy_(weight.scales)
+        # The checkpoint's group of each kernel group: a repeat, or the short last group.
+        checkpoint_group = torch.arange(0, input_size, group_size) // weight.group_size
+        scales = weight.scales.to(device)[checkpoint_group]
+        layer.scales.data.copy_(scales)
         if not self.symmetric:
-            zeros = weight.zeros.to(device, torch.float32) - ZERO_POINT
-            layer.zero_offsets.data.copy_(zeros * weight.scales.to(device, torch.float32))
+            zeros = weight.zeros.to(device, torch.float32)[checkpoint_group] - ZERO_POINT
+            layer.zero_offsets.data.copy_(zeros * scales.float())
 
     def apply(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         num_groups, output_size, group_size = layer.qweight.shape
@@ -95,11 +105,14 @@ class Int8LinearMethod:
             out = out + bias
         return out.view(*x.shape[:-1], output_size)
 
-    def _resolve_group_size(self, input_size: int) -> int:
+    def _kernel_group_size(self, input_size: int) -> int:
+        """The input features of one kernel call: every group, the last one included, is a
+        whole number of them."""
         group_size = input_size if self.group_size is None else self.group_size
-        if group_size <= 0 or input_size % group_size or group_size % INPUT_MULTIPLE:
+        kernel_group_size = math.gcd(group_size, input_size)
+        if not 0 < group_size <= input_size or kernel_group_size % INPUT_MULTIPLE:
             raise ValueError(
-                f"int8 kernels need groups of a multiple of {INPUT_MULTIPLE} input features "
-                f"dividing the input size; got group size {group_size} for input size {input_size}"
+                f"int8 kernels need groups and inputs of a multiple of {INPUT_MULTIPLE} input "
+                f"features; got group size {group_size} for input size {input_size}"
             )
-        return group_size
+        return kernel_group_size

@@ -11,6 +11,9 @@ import torch
 class QuantizedWeight:
     """w[n, k] = (q[n, k] - zeros[k // group_size, n]) * scales[k // group_size, n].
 
+    There are ceil(input_size / group_size) groups: where the group size does not divide the
+    input, the last group is shorter (AutoGPTQ's layout).
+
     With `input_perm`, column k of `q` multiplies input feature `input_perm[k]`: the columns were
     reordered so that every group is contiguous (GPTQ act-order, see `gptq`)."""
 
@@ -25,11 +28,9 @@ class QuantizedWeight:
 
     def __post_init__(self) -> None:
         output_size, input_size = self.q.shape
-        if self.group_size <= 0 or input_size % self.group_size:
-            raise ValueError(
-                f"input size {input_size} is not divisible by group size {self.group_size}"
-            )
-        groups_shape = (input_size // self.group_size, output_size)
+        if not 0 < self.group_size <= input_size:
+            raise ValueError(f"group size {self.group_size} for input size {input_size}")
+        groups_shape = (self.num_groups, output_size)
         for name in ("scales", "zeros"):
             shape = tuple(getattr(self, name).shape)
             if shape != groups_shape:
@@ -44,6 +45,10 @@ class QuantizedWeight:
         kernels dequantize group by group as they multiply)."""
         groups = torch.arange(self.input_size, device=self.q.device) // self.group_size
         return (self.q - self.zeros[groups].t()) * self.scales[groups].t().float()
+
+    @property
+    def num_groups(self) -> int:
+        return -(-self.input_size // self.group_size)
 
     @property
     def output_size(self) -> int:

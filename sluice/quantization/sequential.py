@@ -204,9 +204,9 @@ def _check_group_size(
                         f"group size {params.group_size} does not divide {name}'s "
                         f"{linear.in_features} input features"
                     )
-                logger.warning(
+                logger.info(
                     "group size %d does not divide %s's %d input features: its last group is "
-                    "shorter (AutoGPTQ's layout, which sluice's own GPTQ reader refuses today)",
+                    "shorter (AutoGPTQ's layout)",
                     params.group_size,
                     name,
                     linear.in_features,

@@ -1,6 +1,6 @@
-"""A GPTQ checkpoint (4-bit, act-order) is detected from its config.json and served over HTTP:
-its greedy answer is the one its dequantized weights give, computed in-process; and what
-`sluice quantize` writes, sluice serves."""
+"""A GPTQ checkpoint (4-bit, act-order, short last groups) is detected from its config.json and
+served over HTTP: its greedy answer is the one its dequantized weights give, computed
+in-process; and what `sluice quantize` writes, sluice serves."""
 
 import subprocess
 import sys
@@ -20,7 +20,9 @@ from tests.unit.quantization.tiny_llama import write_tiny_llama
 
 PROMPT = "<|im_start|>user\nName three rivers.<|im_end|>\n<|im_start|>assistant\n"
 MAX_NEW_TOKENS = 16
-GPTQ = {"quant_method": "gptq", "bits": 4, "group_size": 64, "sym": False, "desc_act": True}
+GPTQ = {"quant_method": "gptq", "bits": 4, "group_size": 128, "sym": False, "desc_act": True}
+"""Group size 128, AutoGPTQ's and `sluice quantize`'s default: the default model's 576-feature
+inputs then end in a short group of 64."""
 PREFILL_FLAGS = ("--max-batch-prefill-tokens", "64")
 """PROMPT is 13 tokens. On CPU the packed 4-bit kernels prefill slowly (about 0.1 s a token, so
 a 256-token warm-up took 30 s); 64 tokens is enough and warms up in 7 s."""

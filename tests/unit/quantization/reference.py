@@ -71,7 +71,7 @@ def quantize_weight(
     if order is not None:  # feature order[i] is the i-th quantized, so it joins group i // size
         position = torch.empty_like(position).scatter_(0, order, torch.arange(input_size))
     g_idx = position // group_size
-    num_groups = input_size // group_size
+    num_groups = -(-input_size // group_size)  # AutoGPTQ: the last group may be short
     max_q = 2**bits - 1
     scales = torch.empty(num_groups, output_size, dtype=torch.float64)
     zeros = torch.empty(num_groups, output_size, dtype=torch.int64)

@@ -55,13 +55,18 @@ def test_convert_gptq_act_order_makes_groups_contiguous(bits):
     assert torch.equal(weight.zeros, ref.zeros)
 
 
-def test_convert_gptq_refuses_input_size_not_divisible_by_group():
-    ref = quantize(16, 96, bits=4, group_size=32, symmetric=True)
-    tensors = pack_gptq(ref, v1=True)
-    with pytest.raises(ValueError, match="input size 96 is not divisible by group size 64"):
-        convert_gptq(
-            tensors["qweight"], tensors["qzeros"], tensors["scales"], None, bits=4, group_size=64
-        )
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("act_order", [False, True])
+def test_convert_gptq_reads_a_short_last_group(bits, act_order):
+    # What AutoGPTQ writes for SmolLM2's 576 inputs at group size 128: groups 128 x 4 and 64.
+    ref = quantize(16, 576, bits=bits, group_size=128, symmetric=False, act_order=act_order)
+    weight = _convert(ref, 128, v1=True)
+    assert weight.num_groups == 5 and weight.group_size == 128
+    assert torch.equal(weight.scales, ref.scales)
+    assert torch.equal(weight.zeros, ref.zeros)
+    perm = torch.arange(576) if weight.input_perm is None else weight.input_perm
+    assert (weight.input_perm is not None) == act_order
+    assert torch.equal(weight.dequantize(), ref.dequantize()[:, perm].float())
 
 
 def test_convert_gptq_refuses_mismatched_scales():

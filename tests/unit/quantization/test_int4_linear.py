@@ -102,6 +102,28 @@ def test_int4_runs_gptq_checkpoint(group_size, symmetric, act_order, v1):
         assert_matches(method.apply(layer, x, None), x, ref, center=8, relative=BF16_BOUND)
 
 
+@pytest.mark.parametrize("act_order", [False, True])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_int4_runs_a_gptq_checkpoint_with_a_short_last_group(act_order, dtype):
+    # AutoGPTQ's layout for SmolLM2's 576 inputs at group size 128: groups of 128 x 4 and 64.
+    ref = quantize(64, 576, bits=4, group_size=128, symmetric=False, act_order=act_order)
+    tensors = pack_gptq(ref, v1=True)
+    weight = convert_gptq(
+        tensors["qweight"],
+        tensors["qzeros"],
+        tensors["scales"],
+        tensors["g_idx"],
+        bits=4,
+        group_size=128,
+    )
+    method = Int4LinearMethod(128, has_input_perm=act_order)
+    layer = _layer(method, weight, dtype)
+    bound = BF16_BOUND if dtype == torch.bfloat16 else FP32_BOUND
+    for num_tokens in (1, 17):
+        x = torch.randn(num_tokens, 576).to(dtype)
+        assert_matches(method.apply(layer, x, None), x, ref, center=8, relative=bound)
+
+
 @pytest.mark.parametrize("group_size", [32, 64, 128])
 def test_int4_runs_awq_checkpoint(group_size):
     ref = quantize(64, 256, bits=4, group_size=group_size, symmetric=False)
@@ -131,7 +153,7 @@ def test_int4_plugs_into_column_parallel_linear():
 @pytest.mark.parametrize(
     ("group_size", "input_size", "output_size", "message"),
     [
-        (64, 96, 16, "group size 64 for input size 96"),
+        (128, 96, 16, "group size 128 for input size 96"),
         (48, 96, 16, "multiple of 32 input features"),
         (None, 80, 16, "group size 80 for input size 80"),
         (32, 64, 40, "output size divisible by 16, got 40"),

@@ -78,11 +78,33 @@ def test_int8_runs_gptq_checkpoint(group_size, symmetric, act_order, v1):
         assert_matches(method.apply(layer, x, None), x, ref, center=128, relative=BF16_BOUND)
 
 
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("act_order", [False, True])
+def test_int8_runs_a_gptq_checkpoint_with_a_short_last_group(symmetric, act_order):
+    # AutoGPTQ's layout for SmolLM2's 576 inputs at group size 128: groups of 128 x 4 and 64.
+    ref = quantize(32, 576, bits=8, group_size=128, symmetric=symmetric, act_order=act_order)
+    tensors = pack_gptq(ref, v1=True)
+    weight = convert_gptq(
+        tensors["qweight"],
+        tensors["qzeros"],
+        tensors["scales"],
+        tensors["g_idx"],
+        bits=8,
+        group_size=128,
+    )
+    method = Int8LinearMethod(128, symmetric=symmetric, has_input_perm=act_order)
+    layer = _layer(method, weight, torch.float32)
+    for num_tokens in (1, 17):
+        x = torch.randn(num_tokens, 576)
+        assert_matches(method.apply(layer, x, None), x, ref, center=128, relative=FP32_BOUND)
+
+
 @pytest.mark.parametrize(
     ("group_size", "input_size", "message"),
     [
         (None, 24, "group size 24 for input size 24"),
-        (64, 96, "group size 64 for input size 96"),
+        (128, 96, "group size 128 for input size 96"),
+        (40, 96, "multiple of 16 input features"),
         (8, 64, "multiple of 16 input features"),
     ],
 )
