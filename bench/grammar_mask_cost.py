@@ -9,7 +9,6 @@ not installed are skipped."""
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import threading
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from sluice.bench.machine import cpu_description
 from sluice.weights import resolve_model
 
 SCHEMA: dict[str, Any] = {
@@ -340,9 +340,7 @@ def main() -> None:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
-    print(
-        f"commit {commit}, {platform.processor() or platform.machine()}, torch {torch.__version__}"
-    )
+    print(f"commit {commit}, {cpu_description()}, torch {torch.__version__}")
     print(f"vocab {len(tokenizer)}, {torch.get_num_threads()} torch threads\n")
     print(
         "| library | grammar | tokenizer setup s | compile ms | first mask µs | tokens "

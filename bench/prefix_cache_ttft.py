@@ -9,7 +9,6 @@ Writes DIR/prefix_cache_ttft.md. The target: warm TTFT at least 5x faster than c
 
 import argparse
 import os
-import platform
 import statistics
 import time
 import uuid
@@ -20,6 +19,7 @@ import httpx
 import torch
 
 from sluice.bench.local_server import git_commit, local_server
+from sluice.bench.machine import cpu_description
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAGRAPH = (
@@ -121,8 +121,8 @@ def _render(
     lines = [
         "# Prefix cache: time to first token, cold and warm",
         "",
-        f"Commit {git_commit()}, {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}; model "
+        f"Commit {git_commit()}, {cpu_description()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__}; model "
         f"{info['model_id']} ({info['model_dtype']}), default flags. {len(runs)} runs; "
         "median (min-max).",
         f"Each run: a prompt of {statistics.median(r['prompt_tokens'] for r in runs):.0f} tokens "

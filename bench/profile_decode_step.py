@@ -4,8 +4,9 @@ for a batch of requests that each already hold `--context` tokens in the KV cach
 
 Usage: .venv/bin/python bench/profile_decode_step.py [--batch 64] [--context 160]
     [--dtype bfloat16] [--backend paged|reference] [--drafts 0]
-Prints the step time (median of `--steps`), the floor from bytes and FLOPs, and the top operators
-by self CPU time. Nothing else heavy may run meanwhile."""
+Prints the CPU, the step time (median of `--steps`), the floor from bytes and FLOPs at this
+machine's bandwidth and matmul rate (measured first, here), and the top operators by self CPU
+time. Nothing else heavy may run meanwhile."""
 
 import argparse
 import statistics
@@ -14,6 +15,7 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from sluice.bench.machine import GEMM_SIZE, cpu_description, measure_rates
 from sluice.distributed.parallel_context import SINGLE_DEVICE
 from sluice.model.attention.backend import AttentionBackend
 from sluice.model.attention.paged import PagedAttentionBackend
@@ -26,8 +28,6 @@ from sluice.sampling_params import SamplingParams
 from sluice.weights import resolve_model
 
 BLOCK_SIZE = 16
-MATMUL_FLOPS_PER_S = {"bfloat16": 420e9, "float32": 186e9}  # WORKLOADS.md, this machine kind
-MEMORY_BYTES_PER_S = 33e9
 BACKENDS: dict[str, type[AttentionBackend]] = {
     "paged": PagedAttentionBackend,
     "reference": TorchSdpaBackend,
@@ -45,8 +45,16 @@ def main() -> None:
         "--drafts", type=int, default=0, help="draft tokens each request verifies per step"
     )
     args = parser.parse_args()
+    dtype = DTYPES[args.dtype]
+    rates = measure_rates((dtype,))
+    matmul_rate = rates.gemm_flops_per_s[args.dtype]
+    print(
+        f"{cpu_description()}\nmeasured: copy {rates.copy_bytes_per_s / 1e9:.1f} GB/s, "
+        f"read {rates.read_bytes_per_s / 1e9:.1f} GB/s, {args.dtype} GEMM "
+        f"{matmul_rate / 1e9:.0f} GFLOP/s ({GEMM_SIZE}-square)"
+    )
     backend = BACKENDS[args.backend]()
-    runner = _build_runner(backend, DTYPES[args.dtype], args.batch, args.context + args.drafts)
+    runner = _build_runner(backend, dtype, args.batch, args.context + args.drafts)
     plan = _decode_plan(args.batch, args.context, args.drafts)
     runner.execute(_prefill_plan(args.batch, args.context))  # fill the cache once
     for _ in range(2):
@@ -60,7 +68,8 @@ def main() -> None:
     num_params = sum(p.numel() for p in runner.model.parameters())
     weight_bytes = sum(p.numel() * p.element_size() for p in runner.model.parameters())
     flops = 2 * num_params * args.batch
-    floor = max(flops / MATMUL_FLOPS_PER_S[args.dtype], weight_bytes / MEMORY_BYTES_PER_S)
+    # A decode step reads every weight once: the read bandwidth bounds it at small batches.
+    floor = max(flops / matmul_rate, weight_bytes / rates.read_bytes_per_s)
     print(
         f"{args.backend} attention, batch {args.batch}, context {args.context}, {args.dtype}, "
         f"{torch.get_num_threads()} threads: step {step * 1000:.1f} ms "

@@ -16,7 +16,6 @@ Writes bench/results/quantization.md, .json and .png. Nothing else heavy may run
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from transformers import AutoTokenizer
 
 from sluice.bench.client import run_workload_blocking
 from sluice.bench.local_server import git_commit, local_server
+from sluice.bench.machine import cpu_description
 from sluice.bench.stats import SingleStreamRun, Spread, ThroughputRun
 from sluice.bench.workloads import load_workload
 from sluice.distributed.parallel_context import SINGLE_DEVICE
@@ -89,7 +89,7 @@ def main() -> None:
             print(f"run {run + 1}", name, served, flush=True)
     results = {
         "commit": git_commit(),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+        "machine": cpu_description(),
         "methods": {
             name: {"model": m, "quantize": q, "checkpoint_config": _checkpoint_config(m)}
             for name, (m, q) in methods.items()

@@ -8,7 +8,6 @@ Weights are random: the kernels' speed does not depend on the values."""
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import time
@@ -19,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sluice.bench.machine import cpu_description
 from sluice.quantization import Int4LinearMethod, Int8LinearMethod, QuantizedWeight
 
 # (name, input_size, output_size) of SmolLM2-135M (hidden 576, intermediate 1536, 3 KV heads).
@@ -90,7 +90,7 @@ def main() -> None:
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
     print(
-        f"commit {commit}, torch {torch.__version__}, {platform.machine()}, "
+        f"commit {commit}, torch {torch.__version__}, {cpu_description()}, "
         f"{torch.backends.cpu.get_cpu_capability()}, {args.threads} threads, "
         f"load average before {os.getloadavg()[0]:.2f}, median of {args.samples} samples\n"
     )

@@ -9,7 +9,6 @@ Weights are random: the kernels' speed does not depend on the values."""
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import time
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sluice.bench.machine import cpu_description
 from sluice.quantization.fp8 import Fp8LinearMethod
 from sluice.quantization.nf4 import Nf4LinearMethod
 from sluice.quantization.rtn import Int8OnTheFlyLinearMethod
@@ -80,7 +80,7 @@ def main() -> None:
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
     print(
-        f"commit {commit}, torch {torch.__version__}, {platform.machine()}, "
+        f"commit {commit}, torch {torch.__version__}, {cpu_description()}, "
         f"{torch.backends.cpu.get_cpu_capability()}, {args.threads} threads, "
         f"load average before {os.getloadavg()[0]:.2f}, median of {args.samples} samples\n"
     )

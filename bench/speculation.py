@@ -14,15 +14,14 @@ Nothing else heavy may run meanwhile."""
 import argparse
 import dataclasses
 import json
-import platform
 from pathlib import Path
 from typing import Any
 
 import httpx
-import torch
 
 from sluice.bench.client import RunTimings, run_workload_blocking
 from sluice.bench.local_server import git_commit, local_server
+from sluice.bench.machine import cpu_description
 from sluice.bench.stats import SingleStreamRun, Spread, ThroughputRun
 from sluice.bench.workloads import Workload, load_workload
 
@@ -63,7 +62,7 @@ def main() -> None:
         print(f"plain: {_figures(plain)}\nspeculate: {_figures(speculating)}", flush=True)
     results = {
         "commit": git_commit(),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+        "machine": cpu_description(),
         "dtype": args.dtype,
         "speculate": args.speculate,
         "speculator_model_id": args.speculator_model_id,

@@ -10,7 +10,6 @@ import asyncio
 import dataclasses
 import json
 import math
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from sluice.bench.client import (
     stream_request,
 )
 from sluice.bench.local_server import git_commit, local_server
+from sluice.bench.machine import cpu_description
 from sluice.bench.stats import SingleStreamRun, Spread, ThroughputRun
 from sluice.bench.workloads import Workload, load_workload
 from sluice.weights import resolve_model
@@ -55,7 +55,7 @@ def main() -> None:
     baseline_w1, baseline_w2 = measure_transformers(w1, w2, args.runs)
     results = {
         "commit": git_commit(),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+        "machine": cpu_description(),
         "torch": torch.__version__,
         "dtype": "bfloat16",
         "runs": args.runs,

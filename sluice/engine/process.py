@@ -39,8 +39,8 @@ PROMPT_TOKENS_WHILE_DECODING = {"cpu": 128, "cuda": 1024}
 few hundred tokens, so it can take bigger chunks for the same inter-token latency."""
 SPECULATION_STEP_TOKENS = {"cpu": 16, "cuda": 256}
 """Per device, the step size up to which reading the weights, not computing, sets a decode
-step's time (on this CPU: 269 MB at 33 GB/s is 8 ms, one token's matmuls 0.6 ms), so that
-drafts verified beside the decodes cost little: see engine/drafts.py."""
+step's time (on a CPU, reading a small model's weights takes about as long as a dozen tokens'
+matmuls), so that drafts verified beside the decodes cost little: see engine/drafts.py."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, PretrainedConfig
 
+from sluice.cpu import has_native_bf16
 from sluice.distributed.parallel_context import ParallelContext
 from sluice.model.attention.backend import AttentionBackend
 from sluice.model.models.registry import model_class_for
@@ -20,22 +21,13 @@ logger = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def cpu_has_native_bf16() -> bool:
-    """True on CPUs with bf16 dot-product instructions (AVX512-BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
     """The requested dtype, or the fastest correct one for the device."""
     if name is not None:
         return DTYPES[name]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    return torch.bfloat16 if has_native_bf16() else torch.float32
 
 
 def read_hf_config(path: Path, *, trust_remote_code: bool = False) -> PretrainedConfig:
