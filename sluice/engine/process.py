@@ -112,10 +112,12 @@ def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineC
     kv_caches = spec.allocate(num_blocks, BLOCK_SIZE, device)
     prefix_caching = prefix_caching_enabled(os.environ.get("PREFIX_CACHING"))
     logger.info(
-        "warm-up: a %d-token prefill took %.1fs and %.0f MB of activations",
-        warmup.num_tokens,
+        "warm-up: a %d-token prefill took %.1fs; activations of a %d-token step: %.0f MB%s",
+        warmup.measured_tokens,
         warmup.duration_s,
+        warmup.num_tokens,
         warmup.activation_bytes / 1e6,
+        "" if warmup.measured_tokens == warmup.num_tokens else " (scaled, an upper bound)",
     )
     logger.info(
         "KV cache: %d blocks of %d tokens (%.0f MB), prefix caching %s; "

@@ -4,6 +4,7 @@ activations took, and give the KV cache what is left. The run also pays the firs
 (kernel selection, allocator growth) before the first request arrives."""
 
 import contextlib
+import math
 import os
 import resource
 import time
@@ -16,6 +17,7 @@ from torch import nn
 
 from sluice.errors import SluiceError
 from sluice.model.attention.backend import AttentionBackend
+from sluice.model.attention.paged import MAX_SCORES_PER_HEAD
 from sluice.model.kv_cache import KVCacheSpec
 from sluice.model.runner import ModelRunner
 from sluice.model.step import ScheduledRequest, StepPlan
@@ -27,14 +29,19 @@ machine (a laptop, the API process), so it takes a modest share."""
 CPU_KV_CACHE_MAX_BYTES = 2 << 30
 CUDA_MEMORY_FRACTION = 0.9
 """Of the whole GPU; the rest stays free for other processes and fragmentation."""
+CPU_MEASURED_PREFILL_TOKENS = math.isqrt(MAX_SCORES_PER_HEAD)
 
 
 @dataclass(frozen=True, slots=True)
 class Warmup:
     num_tokens: int
+    """The largest step's tokens, which `activation_bytes` is for."""
     activation_bytes: int
-    """Peak memory the step needed beyond the model and its small warm-up cache."""
+    """Peak memory that step needs beyond the model and its small warm-up cache."""
+    measured_tokens: int
+    """The tokens of the prefill that ran: `num_tokens`, or fewer on a CPU."""
     duration_s: float
+    """How long that prefill took."""
 
 
 def warm_up(
@@ -47,8 +54,29 @@ def warm_up(
     max_positions: int,
     block_size: int,
 ) -> Warmup:
-    """Run one prefill step of `num_tokens` tokens, split into prompts no longer than the
-    model's context, over a cache just big enough for it."""
+    """Find the activation memory of a prefill step of `num_tokens` tokens, split into prompts no
+    longer than the model's context, by running it (or, on a CPU, a shorter one) over a cache
+    just big enough for it."""
+    measured_tokens = num_tokens
+    if device.type == "cpu":
+        measured_tokens = min(num_tokens, CPU_MEASURED_PREFILL_TOKENS)
+    growth, duration_s = _run_prefill(
+        model, backend, spec, device, measured_tokens, max_positions, block_size
+    )
+    activation_bytes = -(-growth * num_tokens // measured_tokens)
+    return Warmup(num_tokens, activation_bytes, measured_tokens, duration_s)
+
+
+def _run_prefill(
+    model: nn.Module,
+    backend: AttentionBackend,
+    spec: KVCacheSpec,
+    device: torch.device,
+    num_tokens: int,
+    max_positions: int,
+    block_size: int,
+) -> tuple[int, float]:
+    """Peak memory growth and time of one prefill step of `num_tokens` tokens."""
     prompts = [
         min(max_positions, num_tokens - start) for start in range(0, num_tokens, max_positions)
     ]
@@ -79,10 +107,11 @@ def warm_up(
             f"Not enough memory to handle {num_tokens} prefill tokens. "
             "You need to decrease `--max-batch-prefill-tokens`"
         ) from error
+    duration_s = time.perf_counter() - started
     del runner, caches
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return Warmup(num_tokens, growth.bytes, time.perf_counter() - started)
+    return growth.bytes, duration_s
 
 
 def kv_capacity_tokens(bytes_per_token: int, device: torch.device, warmup: Warmup) -> int:

@@ -49,17 +49,45 @@ def test_warm_up_runs_a_prefill_longer_than_the_context_and_measures_it(
         block_size=16,
     )
 
-    assert result.num_tokens == 1000
+    assert result.num_tokens == result.measured_tokens == 1000
     assert result.activation_bytes >= 0
     assert result.duration_s > 0
+
+
+def test_a_cpu_warm_up_measures_a_shorter_prefill_and_scales_its_memory(
+    tiny_model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    measured: list[int] = []
+
+    def run_prefill(
+        model: object, backend: object, spec: object, device: object, num_tokens: int, *_: object
+    ) -> tuple[int, float]:
+        measured.append(num_tokens)
+        return 1000, 0.5
+
+    monkeypatch.setattr(warmup, "_run_prefill", run_prefill)
+    result = warm_up(
+        tiny_model,
+        PagedAttentionBackend(),
+        SPEC,
+        CPU,
+        num_tokens=4096,
+        max_positions=300,
+        block_size=16,
+    )
+
+    assert measured == [warmup.CPU_MEASURED_PREFILL_TOKENS] == [1024]
+    assert result.num_tokens == 4096
+    assert result.measured_tokens == 1024
+    assert result.activation_bytes == 4000  # 1000 bytes for 1024 tokens, times 4
 
 
 def test_kv_capacity_leaves_room_for_the_warm_up_activations(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(warmup, "_available_memory_bytes", lambda: 10 * 2**20 * 5)  # 50 MiB
-    quiet = Warmup(num_tokens=64, activation_bytes=0, duration_s=0.1)
-    heavy = Warmup(num_tokens=64, activation_bytes=4 * 2**20, duration_s=0.1)
+    quiet = Warmup(64, activation_bytes=0, measured_tokens=64, duration_s=0.1)
+    heavy = Warmup(64, activation_bytes=4 * 2**20, measured_tokens=64, duration_s=0.1)
 
     tokens = kv_capacity_tokens(SPEC.bytes_per_token, CPU, quiet)
 
@@ -67,5 +95,5 @@ def test_kv_capacity_leaves_room_for_the_warm_up_activations(
     assert (
         kv_capacity_tokens(SPEC.bytes_per_token, CPU, heavy) == (6 * 2**20) // SPEC.bytes_per_token
     )
-    huge = Warmup(num_tokens=64, activation_bytes=2**40, duration_s=0.1)
+    huge = Warmup(64, activation_bytes=2**40, measured_tokens=64, duration_s=0.1)
     assert kv_capacity_tokens(SPEC.bytes_per_token, CPU, huge) == 0
