@@ -7,6 +7,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 from torch import nn
@@ -60,14 +61,20 @@ def run_engine_process(launch: EngineLaunch) -> None:
     channel = EngineChannel(launch.addresses)
     try:
         core, ready = _start_engine(launch, channel)
-    except (SluiceError, ValueError, OSError, RuntimeError) as error:
+    except SluiceError as error:  # a message for the user, which the API process logs
+        _report_failure(channel, str(error))
+    except (ValueError, OSError, RuntimeError) as error:  # unforeseen: keep the traceback
         logger.exception("engine failed to start")
-        channel.send(EngineFailed(message=str(error)))
-        channel.close()
-        sys.exit(1)
+        _report_failure(channel, str(error))
     channel.send(ready)
     core.run_forever()
     channel.close()
+
+
+def _report_failure(channel: EngineChannel, message: str) -> NoReturn:
+    channel.send(EngineFailed(message=message))
+    channel.close()
+    sys.exit(1)
 
 
 def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineCore, EngineReady]:

@@ -4,7 +4,6 @@ One reader task takes every engine output off the socket and routes each request
 that request's queue. If the engine dies, every open stream ends with an error."""
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Callable
 
 from sluice.config import ServingLimits
@@ -20,8 +19,6 @@ from sluice.ipc.messages import (
 )
 from sluice.ipc.transport import FrontendChannel
 from sluice.sampling_params import SamplingParams
-
-logger = logging.getLogger(__name__)
 
 StatsListener = Callable[[StepStats], None]
 
@@ -78,9 +75,9 @@ class EngineClient:
                     self.mark_dead(text)
 
     def mark_dead(self, reason: str) -> None:
-        """The engine is gone: fail every open stream and every later request."""
+        """The engine is gone: fail every open stream and every later request. (The launcher
+        logs the reason as it shuts the server down.)"""
         if self.failure is None:
-            logger.error("engine unavailable: %s", reason)
             self.failure = reason
         for queue in self._streams.values():
             queue.put_nowait(EngineDeadError(reason))

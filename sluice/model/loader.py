@@ -10,6 +10,7 @@ from transformers import AutoConfig, PretrainedConfig
 
 from sluice.cpu import has_native_bf16
 from sluice.distributed.parallel_context import ParallelContext
+from sluice.errors import ModelLoadError
 from sluice.model.attention.backend import AttentionBackend
 from sluice.model.models.registry import model_class_for
 from sluice.quantization.scheme import GGUF, QuantizationScheme
@@ -48,14 +49,25 @@ def load_model(
     """Instantiate the checkpoint's architecture on `device` and load this shard's weights,
     its linear layers quantized by `quantization` if given."""
     started = time.perf_counter()
-    model_class = model_class_for(config.architectures)
-    with torch.device(device):
-        model = model_class(
-            config, parallel=parallel, backend=backend, dtype=dtype, quantization=quantization
-        )
+    try:
+        model_class = model_class_for(config.architectures)
+        with torch.device(device):
+            model = model_class(
+                config, parallel=parallel, backend=backend, dtype=dtype, quantization=quantization
+            )
+    except ValueError as error:
+        raise ModelLoadError(
+            f"cannot build the model that {path / 'config.json'} describes: {error}"
+        ) from error
     is_gguf = quantization is not None and quantization.method == GGUF
     tensors = iter_gguf_packed_tensors(path) if is_gguf else iter_checkpoint_tensors(path)
-    model.load_weights(tensors)  # type: ignore[operator]
+    try:
+        model.load_weights(tensors)  # type: ignore[operator]
+    except (ValueError, RuntimeError) as error:
+        raise ModelLoadError(
+            f"cannot load the weights in {path}: {error}; the checkpoint does not match its "
+            "config.json or is incomplete: fetch or convert it again"
+        ) from error
     model.eval()
     num_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     logger.info(

@@ -56,6 +56,19 @@ class QuantizedLinearLoader:
     ) -> None:
         """Take one part of one projection; `shard_order` lists the fused layer's projections
         in output order (one None for an unfused layer)."""
+        try:
+            self._add(module_name, shard_id, part, tensor, shard_order)
+        except (ValueError, RuntimeError) as error:
+            raise ValueError(f"{module_name}: {error}") from error
+
+    def _add(
+        self,
+        module_name: str,
+        shard_id: str | int | None,
+        part: str,
+        tensor: torch.Tensor,
+        shard_order: tuple[str | int | None, ...],
+    ) -> None:
         pending = self._pending.setdefault(module_name, _PendingLayer(len(shard_order)))
         parts = pending.parts.setdefault(shard_id, {})
         parts[part] = tensor

@@ -173,6 +173,49 @@ def test_quantized_checkpoint_is_refused_not_served_wrong(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("config_changes", "message"),
+    [
+        (
+            {"intermediate_size": 1024},
+            "checkpoint tensor model.layers.0.mlp.gate_proj.weight of shape [1536, 576] does not "
+            "fit",
+        ),
+        (
+            {"quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": 48}},
+            "int4 kernels need groups and inputs of a multiple of 32 input features; got group "
+            "size 48 for input size 576",
+        ),
+    ],
+)
+def test_serve_reports_an_unloadable_checkpoint_in_one_line(
+    tmp_path: Path, config_changes: dict[str, object], message: str
+) -> None:
+    model = _copy_of_default_model(tmp_path, **config_changes)
+    error = _the_one_error_line_of_serving(model)
+    assert message in error
+    assert str(model) in error
+
+
+def test_serve_reports_a_truncated_weights_file_in_one_line(tmp_path: Path) -> None:
+    model = _copy_of_default_model(tmp_path)
+    weights = model / "model.safetensors"
+    data = weights.read_bytes()
+    weights.unlink()
+    weights.write_bytes(data[: len(data) // 2])
+    assert str(weights) in _the_one_error_line_of_serving(model)
+
+
+def _the_one_error_line_of_serving(model: Path) -> str:
+    """Serve `model`, which must fail to load: exit status 1, no traceback, one error line."""
+    result = _run_cli("serve", "--model-id", str(model), *SHORT_PROMPTS_FLAGS)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
 def test_quantize_flag_needing_a_quantized_checkpoint_is_refused_on_full_precision() -> None:
     result = _run_cli("serve", "--quantize", "gptq")
     assert result.returncode == 2

@@ -237,10 +237,16 @@ class LlamaForCausalLM(nn.Module):
                 raise ValueError(f"checkpoint tensor {name} has no place in the model")
             param = params[target]
             loader = getattr(param, "weight_loader", None)
-            if loader is None:
-                param.data.copy_(tensor)
-            else:
-                loader(param, tensor.to(param.dtype), shard_id)
+            try:
+                if loader is None:
+                    param.data.copy_(tensor)
+                else:
+                    loader(param, tensor.to(param.dtype), shard_id)
+            except RuntimeError as error:  # torch's shape mismatch
+                raise ValueError(
+                    f"checkpoint tensor {name} of shape {list(tensor.shape)} does not fit "
+                    f"{target} of shape {list(param.shape)}"
+                ) from error
             loaded.add(target)
         if quantized is not None:
             quantized.check_complete()
