@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sluice.distributed.parallel_context import ParallelContext
+from sluice.model.layers.linear import expect_shape
 
 
 class VocabParallelEmbedding(nn.Module):
@@ -27,6 +28,7 @@ class VocabParallelEmbedding(nn.Module):
     def weight_loader(
         self, param: nn.Parameter, loaded: torch.Tensor, shard_id: str | int | None = None
     ) -> None:
+        expect_shape(loaded, (self.vocab_size, param.shape[1]))
         rows = min(self.num_shard_rows, self.vocab_size - self.vocab_start)
         param.data[:rows].copy_(loaded.narrow(0, self.vocab_start, rows))
 

@@ -18,6 +18,13 @@ from sluice.distributed.parallel_context import ParallelContext
 WeightLoader = Callable[[nn.Parameter, torch.Tensor, str | int | None], None]
 
 
+def expect_shape(loaded: torch.Tensor, shape: Sequence[int]) -> None:
+    """A checkpoint tensor must have the full (unsharded) shape its layer expects: narrowing a
+    bigger one would load part of it without a word."""
+    if tuple(loaded.shape) != tuple(shape):
+        raise ValueError(f"has shape {list(loaded.shape)}, the model expects {list(shape)}")
+
+
 class LinearMethod(Protocol):
     """Owns a linear layer's weight storage and matmul (plain, or a quantized format)."""
 
@@ -111,6 +118,7 @@ class ColumnParallelLinear(_ParallelLinear):
     ) -> None:
         index = 0 if shard_id is None else int(shard_id)
         size = self.shard_sizes[index]
+        expect_shape(loaded, (size * self.parallel.tp_size, *param.shape[1:]))
         offset = sum(self.shard_sizes[:index])
         piece = loaded.narrow(0, self.parallel.tp_rank * size, size)
         param.data.narrow(0, offset, size).copy_(piece)
@@ -155,9 +163,11 @@ class QKVParallelLinear(ColumnParallelLinear):
             raise ValueError(f"qkv shard id must be one of q, k, v; got {shard_id!r}")
         index = self.SHARD_IDS[shard_id]
         size = self.shard_sizes[index]
-        rank = self.parallel.tp_rank
+        rank, num_slices = self.parallel.tp_rank, self.parallel.tp_size
         if index:  # k and v: shards beyond the number of KV heads reuse a head
             rank //= self.kv_replicas
+            num_slices //= self.kv_replicas
+        expect_shape(loaded, (size * num_slices, *param.shape[1:]))
         offset = sum(self.shard_sizes[:index])
         param.data.narrow(0, offset, size).copy_(loaded.narrow(0, rank * size, size))
 
@@ -190,9 +200,11 @@ class RowParallelLinear(_ParallelLinear):
         self, param: nn.Parameter, loaded: torch.Tensor, shard_id: str | int | None = None
     ) -> None:
         if param.dim() == 1:  # the bias is added once, after the reduction
+            expect_shape(loaded, param.shape)
             param.data.copy_(loaded)
             return
         size = self.input_size
+        expect_shape(loaded, (param.shape[0], size * self.parallel.tp_size))
         param.data.copy_(loaded.narrow(1, self.parallel.tp_rank * size, size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

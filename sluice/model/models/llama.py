@@ -19,6 +19,7 @@ from sluice.model.layers.linear import (
     LinearMethod,
     QKVParallelLinear,
     RowParallelLinear,
+    expect_shape,
 )
 from sluice.model.layers.norm import RMSNorm
 from sluice.model.layers.rotary import RotaryEmbedding
@@ -239,14 +240,12 @@ class LlamaForCausalLM(nn.Module):
             loader = getattr(param, "weight_loader", None)
             try:
                 if loader is None:
+                    expect_shape(tensor, param.shape)
                     param.data.copy_(tensor)
                 else:
                     loader(param, tensor.to(param.dtype), shard_id)
-            except RuntimeError as error:  # torch's shape mismatch
-                raise ValueError(
-                    f"checkpoint tensor {name} of shape {list(tensor.shape)} does not fit "
-                    f"{target} of shape {list(param.shape)}"
-                ) from error
+            except ValueError as error:
+                raise ValueError(f"checkpoint tensor {name} {error}") from error
             loaded.add(target)
         if quantized is not None:
             quantized.check_complete()
