@@ -14,6 +14,7 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from sluice.config import SchedulerConfig, SluiceConfig, derive_limits
+from sluice.cpu import bfloat16_support
 from sluice.distributed.parallel_context import SINGLE_DEVICE
 from sluice.engine.core import EngineCore
 from sluice.engine.drafts import Drafter
@@ -26,6 +27,7 @@ from sluice.ipc.messages import EngineFailed, EngineReady
 from sluice.ipc.transport import EngineChannel, IpcAddresses
 from sluice.log import configure_logging
 from sluice.model.attention.paged import PagedAttentionBackend
+from sluice.model.batch_invariance import model_is_batch_invariant
 from sluice.model.kv_cache import KVCacheSpec
 from sluice.model.loader import load_model, read_hf_config, resolve_dtype
 from sluice.model.runner import ModelRunner
@@ -92,6 +94,8 @@ def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineC
         backend=backend,
         quantization=resolve_scheme(model_config.quantize, launch.model_path),
     )
+    if device.type == "cpu" and dtype == torch.bfloat16:
+        _log_batch_invariance(model)
     spec = _kv_cache_spec(hf_config, dtype)
     draft = _load_draft(launch, hf_config, dtype, device, backend)
     sched_config = launch.config.scheduler
@@ -159,6 +163,20 @@ def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineC
     )
     ready = EngineReady(limits=limits, dtype=str(dtype).removeprefix("torch."), device=device.type)
     return EngineCore(scheduler, runner, channel, _grammar_matchers(launch, hf_config)), ready
+
+
+def _log_batch_invariance(model: nn.Module) -> None:
+    if model_is_batch_invariant(model, torch.bfloat16):
+        logger.info(
+            "greedy output does not depend on load: this CPU's bfloat16 matmuls give a row the "
+            "same bits alone and among others (checked on the model's shapes)"
+        )
+    else:
+        logger.warning(
+            "greedy output may depend on load: this CPU's bfloat16 matmuls (%s) round a row "
+            "differently among other rows",
+            bfloat16_support(),
+        )
 
 
 def _kv_cache_spec(hf_config: PretrainedConfig, dtype: torch.dtype) -> KVCacheSpec:
