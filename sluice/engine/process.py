@@ -31,7 +31,7 @@ from sluice.model.batch_invariance import model_is_batch_invariant
 from sluice.model.kv_cache import KVCacheSpec
 from sluice.model.loader import load_model, read_hf_config, resolve_dtype
 from sluice.model.runner import ModelRunner
-from sluice.quantization.scheme import resolve_scheme
+from sluice.quantization.scheme import packed_kernel_dtype, resolve_scheme
 from sluice.speculative.draft_model import DraftModel
 
 logger = logging.getLogger(__name__)
@@ -81,9 +81,10 @@ def _report_failure(channel: EngineChannel, message: str) -> NoReturn:
 
 def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineCore, EngineReady]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = resolve_dtype(launch.config.model.dtype, device)
-    backend = PagedAttentionBackend()
     model_config = launch.config.model
+    dtype = resolve_dtype(model_config.dtype, device)
+    kernel_dtype = packed_kernel_dtype(model_config.dtype, dtype, device)
+    backend = PagedAttentionBackend()
     hf_config = read_hf_config(launch.model_path, trust_remote_code=model_config.trust_remote_code)
     model = load_model(
         launch.model_path,
@@ -92,7 +93,9 @@ def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineC
         device=device,
         parallel=SINGLE_DEVICE,
         backend=backend,
-        quantization=resolve_scheme(model_config.quantize, launch.model_path),
+        quantization=resolve_scheme(
+            model_config.quantize, launch.model_path, kernel_dtype=kernel_dtype
+        ),
     )
     if device.type == "cpu" and dtype == torch.bfloat16:
         _log_batch_invariance(model)
@@ -211,7 +214,11 @@ def _load_draft(
         device=device,
         parallel=SINGLE_DEVICE,
         backend=backend,
-        quantization=resolve_scheme(None, launch.speculator_path),
+        quantization=resolve_scheme(
+            None,
+            launch.speculator_path,
+            kernel_dtype=packed_kernel_dtype(launch.config.model.dtype, dtype, device),
+        ),
     )
     return model, _kv_cache_spec(draft_config, dtype)
 

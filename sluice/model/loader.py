@@ -74,8 +74,16 @@ def load_model(
         "loaded %s (%s%s, %.0f MB of weights) in %.1fs",
         path.name,
         str(dtype).removeprefix("torch."),
-        "" if quantization is None else f", {quantization.method} {quantization.bits}-bit",
+        _describe(quantization),
         num_bytes / 1e6,
         time.perf_counter() - started,
     )
     return model
+
+
+def _describe(quantization: QuantizationScheme | None) -> str:
+    if quantization is None:
+        return ""
+    kernel_dtype = quantization.kernel_dtype
+    computing = "" if kernel_dtype is None else f" computing in {str(kernel_dtype)[6:]}"
+    return f", {quantization.method} {quantization.bits}-bit{computing}"

@@ -24,9 +24,17 @@ OUTPUT_MULTIPLE = 16
 class Int4LinearMethod:
     """4-bit weights, per-group scales and zero points; `group_size` None means per channel."""
 
-    def __init__(self, group_size: int | None, *, has_input_perm: bool = False) -> None:
+    def __init__(
+        self,
+        group_size: int | None,
+        *,
+        has_input_perm: bool = False,
+        kernel_dtype: torch.dtype | None = None,
+    ) -> None:
         self.group_size = group_size
         self.has_input_perm = has_input_perm
+        self.kernel_dtype = kernel_dtype
+        """The activations' dtype inside the kernel (None: the model's); see `kernel_dtype`."""
 
     def create_weights(
         self, layer: nn.Module, input_size: int, output_size: int, dtype: torch.dtype
@@ -45,7 +53,7 @@ class Int4LinearMethod:
             torch.empty(output_size, input_size // 2, dtype=torch.uint8), False
         )
         layer.scales_and_zeros = nn.Parameter(
-            torch.empty(num_kernel_groups, output_size, 2, dtype=dtype), False
+            torch.empty(num_kernel_groups, output_size, 2, dtype=self.kernel_dtype or dtype), False
         )
         if self.has_input_perm:
             create_input_perm(layer, input_size)

@@ -27,11 +27,18 @@ class Int8LinearMethod:
     """8-bit weights, scales per output feature (or per group); `group_size` None: per channel."""
 
     def __init__(
-        self, group_size: int | None, *, symmetric: bool, has_input_perm: bool = False
+        self,
+        group_size: int | None,
+        *,
+        symmetric: bool,
+        has_input_perm: bool = False,
+        kernel_dtype: torch.dtype | None = None,
     ) -> None:
         self.group_size = group_size
         self.symmetric = symmetric
         self.has_input_perm = has_input_perm
+        self.kernel_dtype = kernel_dtype
+        """The activations' dtype inside the kernel (None: the model's); see `kernel_dtype`."""
 
     def create_weights(
         self, layer: nn.Module, input_size: int, output_size: int, dtype: torch.dtype
@@ -41,7 +48,8 @@ class Int8LinearMethod:
         layer.qweight = nn.Parameter(
             torch.empty(num_groups, output_size, group_size, dtype=torch.int8), False
         )
-        layer.scales = nn.Parameter(torch.empty(num_groups, output_size, dtype=dtype), False)
+        scales_dtype = self.kernel_dtype or dtype
+        layer.scales = nn.Parameter(torch.empty(num_groups, output_size, dtype=scales_dtype), False)
         if not self.symmetric:
             # float32: it is subtracted from the kernel's output, so its error would add up.
             layer.zero_offsets = nn.Parameter(

@@ -56,8 +56,8 @@ def quantize_per_channel_int8(weight: torch.Tensor) -> QuantizedWeight:
 class Int8OnTheFlyLinearMethod:
     """A dense weight quantized at load time to symmetric per-channel int8 (`Int8LinearMethod`)."""
 
-    def __init__(self) -> None:
-        self.int8 = Int8LinearMethod(None, symmetric=True)
+    def __init__(self, kernel_dtype: torch.dtype | None = None) -> None:
+        self.int8 = Int8LinearMethod(None, symmetric=True, kernel_dtype=kernel_dtype)
 
     def create_weights(
         self, layer: nn.Module, input_size: int, output_size: int, dtype: torch.dtype

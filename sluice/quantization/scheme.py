@@ -7,10 +7,13 @@ they are (gguf, sluice's own), checked against each other, and the linear method
 A quantized checkpoint is never served as if it were full precision, and a `--quantize` that
 contradicts the checkpoint is refused, each with a message saying what to pass."""
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+
+import torch
 
 from sluice.errors import ConfigError
 from sluice.model.layers.linear import LinearMethod
@@ -41,6 +44,9 @@ class QuantizationScheme:
     """GPTQ act-order: the checkpoint's groups are not contiguous in input order."""
     sym: bool = True
     checkpoint_format: GptqCheckpointFormat = GptqCheckpointFormat.V1
+    kernel_dtype: torch.dtype | None = None
+    """The activations' dtype inside the packed int4/int8 kernels; None: the model's dtype
+    (see `sluice.quantization.kernel_dtype`)."""
 
     @property
     def is_pre_quantized(self) -> bool:
@@ -49,15 +55,22 @@ class QuantizationScheme:
     def linear_method(self) -> LinearMethod:
         """A fresh method for one linear layer."""
         if self.method in ("bitsandbytes", "eetq"):
-            return Int8OnTheFlyLinearMethod()
+            return Int8OnTheFlyLinearMethod(self.kernel_dtype)
         if self.method in ("bitsandbytes-nf4", "bitsandbytes-fp4"):
             return Nf4LinearMethod("nf4" if self.method.endswith("nf4") else "fp4")
         if self.method == "fp8":
             return Fp8LinearMethod()
         group_size = None if self.group_size == -1 else self.group_size
         if self.bits == 4:
-            return Int4LinearMethod(group_size, has_input_perm=self.desc_act)
-        return Int8LinearMethod(group_size, symmetric=self.sym, has_input_perm=self.desc_act)
+            return Int4LinearMethod(
+                group_size, has_input_perm=self.desc_act, kernel_dtype=self.kernel_dtype
+            )
+        return Int8LinearMethod(
+            group_size,
+            symmetric=self.sym,
+            has_input_perm=self.desc_act,
+            kernel_dtype=self.kernel_dtype,
+        )
 
 
 ON_THE_FLY: Final = {
@@ -73,8 +86,32 @@ ON_THE_FLY: Final = {
 """Methods that quantize full-precision weights at load, by TGI's name."""
 
 
-def resolve_scheme(requested: str | None, model_path: Path) -> QuantizationScheme | None:
-    """The scheme to serve `model_path` with, given `--quantize` (None: from the checkpoint)."""
+def packed_kernel_dtype(
+    requested_dtype: str | None, dtype: torch.dtype, device: torch.device
+) -> torch.dtype | None:
+    """The activations' dtype for the packed int4/int8 kernels, given `--dtype` (None when not
+    given) and the dtype it resolved to; None: the model's.
+
+    torch's CPU weight-only int4 and int8 kernels are vectorised for bfloat16 activations and
+    take a scalar path for float32 ones, 30 to 100 times slower (on AVX2 and AVX-512 CPUs
+    alike: bench/results/quantized_kernel_dtype.md). So where float32 is only the default (CPUs
+    without native bf16), the packed layers compute in bfloat16, converting at their edges,
+    and every other layer in float32; `--dtype float32` asked for keeps them in float32."""
+    if device.type == "cpu" and requested_dtype is None and dtype == torch.float32:
+        return torch.bfloat16
+    return None
+
+
+def resolve_scheme(
+    requested: str | None, model_path: Path, *, kernel_dtype: torch.dtype | None = None
+) -> QuantizationScheme | None:
+    """The scheme to serve `model_path` with, given `--quantize` (None: from the checkpoint),
+    its packed kernels computing in `kernel_dtype` (see `packed_kernel_dtype`)."""
+    scheme = _resolve_scheme(requested, model_path)
+    return None if scheme is None else dataclasses.replace(scheme, kernel_dtype=kernel_dtype)
+
+
+def _resolve_scheme(requested: str | None, model_path: Path) -> QuantizationScheme | None:
     declared = declared_quantization(model_path)
     if declared is not None and requested is not None and requested != declared:
         raise ConfigError(

@@ -12,6 +12,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from sluice.cpu import has_native_bf16
 from sluice.weights.sources import resolve_model
 from tests.e2e.server import SluiceServer, running_server
 from tests.model.quantized_checkpoints import write_quantized_pair
@@ -114,3 +115,27 @@ def test_the_default_gguf_served_packed_answers_as_dequantized(
         # the kernel sums in another order: logprobs agree to float32 rounding, not bit for bit
         for packed_token, dense_token in zip(packed_tokens, dense_tokens, strict=True):
             assert abs(packed_token["logprob"] - dense_token["logprob"]) < 1e-3
+
+
+@pytest.mark.skipif(has_native_bf16(), reason="bfloat16 is the default dtype on this CPU")
+def test_packed_layers_compute_in_bfloat16_where_float32_is_only_the_default(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Without `--dtype` on a CPU without native bf16, `--quantize gguf` runs its int4 kernel
+    on bfloat16 activations (the kernel's fast path) and every other layer in float32: the
+    server answers what the same model computes in-process that way."""
+    flags = ("--quantize", "gguf", *PREFILL_FLAGS)
+    body = {
+        "inputs": PROMPT,
+        "parameters": {"max_new_tokens": MAX_NEW_TOKENS, "details": True, "ignore_eos": True},
+    }
+    for server in running_server(tmp_path_factory.mktemp("server"), "gguf-default", flags):
+        response = httpx.post(f"{server.url}/generate", json=body, timeout=120)
+
+        assert response.status_code == 200, response.text
+        assert "gguf 4-bit computing in bfloat16" in server.log_path.read_text()
+    tokens = [token["id"] for token in response.json()["details"]["tokens"]]
+    path = resolve_model().path
+    runner = build_runner(path, torch.float32, quantize="gguf", kernel_dtype=torch.bfloat16)
+    prompt_ids = AutoTokenizer.from_pretrained(path)(PROMPT)["input_ids"]
+    assert tokens == greedy_generate(runner, prompt_ids, MAX_NEW_TOKENS)

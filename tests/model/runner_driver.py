@@ -27,9 +27,14 @@ BLOCK_SIZE = 16
 
 
 def build_runner(
-    path: Path, dtype: torch.dtype, num_blocks: int = 64, quantize: str | None = None
+    path: Path,
+    dtype: torch.dtype,
+    num_blocks: int = 64,
+    quantize: str | None = None,
+    kernel_dtype: torch.dtype | None = None,
 ) -> ModelRunner:
-    """`quantize`: as `--quantize`; the checkpoint's own scheme applies regardless."""
+    """`quantize`: as `--quantize`; the checkpoint's own scheme applies regardless, its packed
+    kernels computing in `kernel_dtype` (None: `dtype`)."""
     device = torch.device("cpu")
     backend = PagedAttentionBackend()
     config = read_hf_config(path)
@@ -40,7 +45,7 @@ def build_runner(
         device=device,
         parallel=SINGLE_DEVICE,
         backend=backend,
-        quantization=resolve_scheme(quantize, path),
+        quantization=resolve_scheme(quantize, path, kernel_dtype=kernel_dtype),
     )
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     spec = KVCacheSpec(config.num_hidden_layers, config.num_key_value_heads, head_dim, dtype)

@@ -67,6 +67,17 @@ def test_int4_float32_activations_run_in_float32():
     assert_matches(out, x, ref, center=8, relative=FP32_BOUND)
 
 
+def test_int4_float32_activations_can_run_the_kernel_in_bfloat16():
+    ref = quantize(32, 256, bits=4, group_size=64, symmetric=False)
+    method = Int4LinearMethod(64, kernel_dtype=torch.bfloat16)
+    layer = _layer(method, _as_weight(ref, 64), torch.float32)
+    x = torch.randn(17, 256)
+    out = method.apply(layer, x, None)
+    assert layer.scales_and_zeros.dtype == torch.bfloat16
+    assert out.dtype == torch.float32
+    assert_matches(out, x, ref, center=8, relative=BF16_BOUND)
+
+
 def test_int4_keeps_leading_dims_and_adds_bias():
     ref = quantize(32, 128, bits=4, group_size=32, symmetric=True)
     method = Int4LinearMethod(32)

@@ -39,6 +39,18 @@ def test_int8_per_channel_matches_dequantized_matmul(symmetric, num_tokens, dtyp
     assert_matches(out, x, ref, center=128, relative=bound)
 
 
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_int8_float32_activations_can_run_the_kernel_in_bfloat16(symmetric):
+    ref = quantize(96, 576, bits=8, group_size=576, symmetric=symmetric)
+    method = Int8LinearMethod(None, symmetric=symmetric, kernel_dtype=torch.bfloat16)
+    layer = _layer(method, _as_weight(ref, 576), torch.float32)
+    x = torch.randn(5, 576)
+    out = method.apply(layer, x, None)
+    assert layer.scales.dtype == torch.bfloat16
+    assert out.dtype == torch.float32
+    assert_matches(out, x, ref, center=128, relative=BF16_BOUND)
+
+
 @pytest.mark.parametrize("group_size", [32, 64, 128])
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_int8_grouped_matches_dequantized_matmul(group_size, symmetric):
