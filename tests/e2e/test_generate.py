@@ -175,15 +175,15 @@ def test_concurrent_streams_share_steps_and_match_solo_outputs(fp32_server: Slui
     after = metric_samples(httpx.get(f"{url}/metrics").text, "sluice_step_batch_size")
     assert together == alone
 
-    # Steps that computed more than 8 requests at once happened only during the concurrent run.
+    # The concurrent run computed more than 8 requests in some steps (counted as a difference:
+    # the server may be shared with other tests).
     def big_steps(samples: dict[str, float]) -> float:
         return (
             samples["sluice_step_batch_size_count"]
             - samples['sluice_step_batch_size_bucket{le="8.0"}']
         )
 
-    assert big_steps(before) == 0
-    assert big_steps(after) > 0
+    assert big_steps(after) > big_steps(before)
 
 
 def test_stop_sequence_ends_generation_even_inside_a_token(server: SluiceServer) -> None:
