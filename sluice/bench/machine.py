@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sluice.cpu import cpu_flags, cpuinfo_field
+from sluice.cpu import cpu_flags, cpuinfo_field, has_native_bf16
 
 CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
 """The flags that decide which kernels torch and oneDNN take for float32, bf16 and int8."""
@@ -39,6 +39,14 @@ def cpu_description() -> str:
     numbers = f" (family {family}, model {model})" if family else ""
     threads = torch.get_num_threads()
     return f"{cpu_model()}{numbers}, {platform.machine()}; {features}; {threads} torch threads"
+
+
+def cpu_kind() -> str:
+    """A short name for the kind of CPU, as far as sluice's kernels care, for result file
+    names: native_bf16, avx512_no_bf16 or no_avx512."""
+    if has_native_bf16():
+        return "native_bf16"
+    return "avx512_no_bf16" if "avx512f" in cpu_flags() else "no_avx512"
 
 
 @dataclass(frozen=True, slots=True)
