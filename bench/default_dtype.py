@@ -9,14 +9,13 @@ Writes bench/results/default_dtype_<cpu>.md and .json, <cpu> the CPU's kind (`cp
 Nothing else heavy may run meanwhile."""
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
 from sluice.bench.local_server import git_commit
 from sluice.bench.machine import cpu_description, cpu_kind
-from sluice.bench.side_by_side import measure_side_by_side, render_table
+from sluice.bench.side_by_side import render_table, run_side_by_side, write_results
 from sluice.cpu import bfloat16_support
 from sluice.model.loader import resolve_dtype
 
@@ -29,10 +28,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--output", type=Path, default=ROOT / "bench/results")
     args = parser.parse_args()
-    runs = []
-    for index in range(args.runs):
-        runs.append(measure_side_by_side(SERVERS, index))
-        print(json.dumps(runs[-1]), flush=True)
+    runs = run_side_by_side(SERVERS, args.runs)
     default = str(resolve_dtype(None, torch.device("cpu"))).removeprefix("torch.")
     results = {
         "commit": git_commit(),
@@ -55,11 +51,7 @@ def main() -> None:
         f"The default dtype on this CPU: {default}.",
         "",
     ]
-    args.output.mkdir(parents=True, exist_ok=True)
-    name = f"default_dtype_{cpu_kind()}"
-    (args.output / f"{name}.json").write_text(json.dumps(results, indent=2))
-    (args.output / f"{name}.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_results(args.output, f"default_dtype_{cpu_kind()}", results, lines)
 
 
 if __name__ == "__main__":

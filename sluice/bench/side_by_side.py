@@ -3,9 +3,12 @@ then the other, the first in turn from run to run, so that a shared host's drift
 alike. W1 (one stream) and W2 (64 requests at once) over HTTP, and each server's time from
 start to healthy."""
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
 
 from sluice.bench.client import run_workload_blocking
 from sluice.bench.local_server import local_server
@@ -79,3 +82,22 @@ def render_table(runs: Sequence[Mapping[str, Figures]], baseline: str, other: st
             f"{Spread.of(values).format(digits)} | {Spread.of(ratios).format(2)} |"
         )
     return lines
+
+
+def run_side_by_side(
+    servers: Mapping[str, Sequence[str]], num_runs: int
+) -> list[dict[str, Figures]]:
+    """`measure_side_by_side` `num_runs` times, each run's figures printed as it ends."""
+    runs = []
+    for index in range(num_runs):
+        runs.append(measure_side_by_side(servers, index))
+        print(json.dumps(runs[-1]), flush=True)
+    return runs
+
+
+def write_results(output: Path, name: str, results: dict[str, Any], lines: list[str]) -> None:
+    """`output/name.json` (the figures) and `output/name.md` (the table); the table printed."""
+    output.mkdir(parents=True, exist_ok=True)
+    (output / f"{name}.json").write_text(json.dumps(results, indent=2))
+    (output / f"{name}.md").write_text("\n".join(lines))
+    print("\n".join(lines))

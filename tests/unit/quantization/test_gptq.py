@@ -1,23 +1,9 @@
 import pytest
 import torch
 
-from sluice.quantization import GptqCheckpointFormat, QuantizedWeight, convert_gptq
+from sluice.quantization import convert_gptq
+from tests.unit.quantization.gptq_checkpoint import gptq_round_trip
 from tests.unit.quantization.reference import Reference, pack_gptq, quantize
-
-FORMATS = {True: GptqCheckpointFormat.V1, False: GptqCheckpointFormat.V2}
-
-
-def _convert(ref: Reference, group_size: int, *, v1: bool) -> QuantizedWeight:
-    tensors = pack_gptq(ref, v1=v1)
-    return convert_gptq(
-        tensors["qweight"],
-        tensors["qzeros"],
-        tensors["scales"],
-        tensors["g_idx"],
-        bits=ref.bits,
-        group_size=group_size,
-        checkpoint_format=FORMATS[v1],
-    )
 
 
 @pytest.mark.parametrize("bits", [4, 8])
@@ -28,7 +14,7 @@ def test_convert_gptq_recovers_ints_scales_zeros(bits, group_size, symmetric, v1
     ref = quantize(
         48, 256, bits=bits, group_size=256 if group_size == -1 else group_size, symmetric=symmetric
     )
-    weight = _convert(ref, group_size, v1=v1)
+    weight = gptq_round_trip(ref, group_size, v1=v1)
     assert weight.input_perm is None
     assert weight.group_size == (256 if group_size == -1 else group_size)
     assert torch.equal(weight.q, ref.q)
@@ -41,13 +27,13 @@ def test_convert_gptq_v1_zero_point_zero_round_trips():
     zeros = ref.zeros.clone()
     zeros[0, :4] = 0  # stored as -1 in v1, which only the masked read maps back to 0
     ref = Reference(ref.q, ref.scales, zeros, ref.g_idx, 4)
-    assert torch.equal(_convert(ref, 32, v1=True).zeros, zeros)
+    assert torch.equal(gptq_round_trip(ref, 32, v1=True).zeros, zeros)
 
 
 @pytest.mark.parametrize("bits", [4, 8])
 def test_convert_gptq_act_order_makes_groups_contiguous(bits):
     ref = quantize(32, 256, bits=bits, group_size=64, symmetric=False, act_order=True)
-    weight = _convert(ref, 64, v1=False)
+    weight = gptq_round_trip(ref, 64, v1=False)
     perm = weight.input_perm
     assert perm is not None and sorted(perm.tolist()) == list(range(256))
     assert torch.equal(ref.g_idx[perm], torch.arange(256) // 64)
@@ -60,7 +46,7 @@ def test_convert_gptq_act_order_makes_groups_contiguous(bits):
 def test_convert_gptq_reads_a_short_last_group(bits, act_order):
     # What AutoGPTQ writes for SmolLM2's 576 inputs at group size 128: groups 128 x 4 and 64.
     ref = quantize(16, 576, bits=bits, group_size=128, symmetric=False, act_order=act_order)
-    weight = _convert(ref, 128, v1=True)
+    weight = gptq_round_trip(ref, 128, v1=True)
     assert weight.num_groups == 5 and weight.group_size == 128
     assert torch.equal(weight.scales, ref.scales)
     assert torch.equal(weight.zeros, ref.zeros)

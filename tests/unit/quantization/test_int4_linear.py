@@ -5,17 +5,15 @@ from torch import nn
 from sluice.distributed.parallel_context import ParallelContext
 from sluice.model.layers.linear import ColumnParallelLinear
 from sluice.quantization import (
-    GptqCheckpointFormat,
     Int4LinearMethod,
     QuantizedWeight,
     convert_awq,
-    convert_gptq,
 )
+from tests.unit.quantization.gptq_checkpoint import gptq_round_trip
 from tests.unit.quantization.reference import (
     Reference,
     assert_matches,
     pack_awq,
-    pack_gptq,
     quantize,
 )
 
@@ -96,16 +94,7 @@ def test_int4_keeps_leading_dims_and_adds_bias():
 def test_int4_runs_gptq_checkpoint(group_size, symmetric, act_order, v1):
     size = 256 if group_size == -1 else group_size
     ref = quantize(48, 256, bits=4, group_size=size, symmetric=symmetric, act_order=act_order)
-    tensors = pack_gptq(ref, v1=v1)
-    weight = convert_gptq(
-        tensors["qweight"],
-        tensors["qzeros"],
-        tensors["scales"],
-        tensors["g_idx"],
-        bits=4,
-        group_size=group_size,
-        checkpoint_format=GptqCheckpointFormat.V1 if v1 else GptqCheckpointFormat.V2,
-    )
+    weight = gptq_round_trip(ref, group_size, v1=v1)
     method = Int4LinearMethod(None if group_size == -1 else group_size, has_input_perm=act_order)
     layer = _layer(method, weight, torch.bfloat16)
     for num_tokens in (1, 3, 17):
@@ -118,15 +107,7 @@ def test_int4_runs_gptq_checkpoint(group_size, symmetric, act_order, v1):
 def test_int4_runs_a_gptq_checkpoint_with_a_short_last_group(act_order, dtype):
     # AutoGPTQ's layout for SmolLM2's 576 inputs at group size 128: groups of 128 x 4 and 64.
     ref = quantize(64, 576, bits=4, group_size=128, symmetric=False, act_order=act_order)
-    tensors = pack_gptq(ref, v1=True)
-    weight = convert_gptq(
-        tensors["qweight"],
-        tensors["qzeros"],
-        tensors["scales"],
-        tensors["g_idx"],
-        bits=4,
-        group_size=128,
-    )
+    weight = gptq_round_trip(ref, 128, v1=True)
     method = Int4LinearMethod(128, has_input_perm=act_order)
     layer = _layer(method, weight, dtype)
     bound = BF16_BOUND if dtype == torch.bfloat16 else FP32_BOUND

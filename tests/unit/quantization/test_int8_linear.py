@@ -3,12 +3,11 @@ import torch
 from torch import nn
 
 from sluice.quantization import (
-    GptqCheckpointFormat,
     Int8LinearMethod,
     QuantizedWeight,
-    convert_gptq,
 )
-from tests.unit.quantization.reference import Reference, assert_matches, pack_gptq, quantize
+from tests.unit.quantization.gptq_checkpoint import gptq_round_trip
+from tests.unit.quantization.reference import Reference, assert_matches, quantize
 
 BF16_BOUND = 2**-7  # twice the worst bf16 rounding, see assert_matches
 FP32_BOUND = 2**-14  # only float32 accumulation error is left
@@ -71,16 +70,7 @@ def test_int8_grouped_matches_dequantized_matmul(group_size, symmetric):
 def test_int8_runs_gptq_checkpoint(group_size, symmetric, act_order, v1):
     size = 256 if group_size == -1 else group_size
     ref = quantize(32, 256, bits=8, group_size=size, symmetric=symmetric, act_order=act_order)
-    tensors = pack_gptq(ref, v1=v1)
-    weight = convert_gptq(
-        tensors["qweight"],
-        tensors["qzeros"],
-        tensors["scales"],
-        tensors["g_idx"],
-        bits=8,
-        group_size=group_size,
-        checkpoint_format=GptqCheckpointFormat.V1 if v1 else GptqCheckpointFormat.V2,
-    )
+    weight = gptq_round_trip(ref, group_size, v1=v1)
     method = Int8LinearMethod(
         None if group_size == -1 else group_size, symmetric=symmetric, has_input_perm=act_order
     )
@@ -95,15 +85,7 @@ def test_int8_runs_gptq_checkpoint(group_size, symmetric, act_order, v1):
 def test_int8_runs_a_gptq_checkpoint_with_a_short_last_group(symmetric, act_order):
     # AutoGPTQ's layout for SmolLM2's 576 inputs at group size 128: groups of 128 x 4 and 64.
     ref = quantize(32, 576, bits=8, group_size=128, symmetric=symmetric, act_order=act_order)
-    tensors = pack_gptq(ref, v1=True)
-    weight = convert_gptq(
-        tensors["qweight"],
-        tensors["qzeros"],
-        tensors["scales"],
-        tensors["g_idx"],
-        bits=8,
-        group_size=128,
-    )
+    weight = gptq_round_trip(ref, 128, v1=True)
     method = Int8LinearMethod(128, symmetric=symmetric, has_input_perm=act_order)
     layer = _layer(method, weight, torch.float32)
     for num_tokens in (1, 17):
