@@ -447,10 +447,10 @@ def _listen_address(hostname: str) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from sluice.launcher import serve  # heavy imports only once the flags are known good
-
     config = build_config(args)
     configure_logging("server", json_output=config.server.json_output)
+    from sluice.launcher import serve  # heavy imports only once the flags are known good
+
     return serve(config)
 
 

@@ -5,7 +5,6 @@ import asyncio
 import logging
 import multiprocessing
 from multiprocessing.process import BaseProcess
-from pathlib import Path
 
 import uvicorn
 from transformers import PreTrainedTokenizerBase
@@ -21,7 +20,7 @@ from sluice.errors import ConfigError
 from sluice.frontend.engine_client import EngineClient
 from sluice.frontend.tokenizer import eos_token_ids, load_tokenizer
 from sluice.ipc.transport import FrontendChannel, IpcAddresses
-from sluice.weights.sources import resolve_model
+from sluice.weights.sources import ResolvedModel, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +33,12 @@ def serve(config: SluiceConfig) -> int:
     if config.model.trust_remote_code:
         logger.warning("--trust-remote-code is on: the checkpoint's own Python code may run")
     check_engine_support(config.model, resolved)
-    tokenizer = load_tokenizer(resolved.path, trust_remote_code=config.model.trust_remote_code)
-    speculator_path = _resolve_speculator(config, tokenizer)
+    speculator = _resolve_speculator(config)
+    speculator_path = None if speculator is None else speculator.path
     addresses = IpcAddresses.in_new_temp_dir()
     channel = FrontendChannel(addresses)
+    # Started before the tokenizer loads: the engine's imports and model load, the longest part
+    # of a start, then run beside the rest of this process's set-up.
     engine = multiprocessing.get_context("spawn").Process(
         target=run_engine_process,
         args=(EngineLaunch(config, resolved.path, addresses, speculator_path),),
@@ -45,33 +46,38 @@ def serve(config: SluiceConfig) -> int:
         daemon=True,
     )
     engine.start()
-    metrics = ServerMetrics()
-    state = ServingState(
-        config=config,
-        model_id=resolved.model_id,
-        model_sha=resolved.sha,
-        tokenizer=tokenizer,
-        eos_token_ids=eos_token_ids(resolved.path, tokenizer),
-        client=EngineClient(channel, is_engine_alive=engine.is_alive, on_step=metrics.observe_step),
-        metrics=metrics,
-    )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(state),
-            host=config.server.hostname,
-            port=config.server.port,
-            log_level="warning",
-            log_config=None,  # uvicorn's records go through our handlers (text or JSON)
-            timeout_graceful_shutdown=5,
-        )
-    )
-    logger.info("listening on %s:%d", config.server.hostname, config.server.port)
     tracer_provider = None
-    if config.server.otlp_endpoint is not None:
-        tracer_provider = start_tracing(
-            config.server.otlp_endpoint, config.server.otlp_service_name
-        )
     try:
+        tokenizer = load_tokenizer(resolved.path, trust_remote_code=config.model.trust_remote_code)
+        if speculator is not None:
+            _check_speculator_vocabulary(config, speculator, tokenizer)
+        metrics = ServerMetrics()
+        state = ServingState(
+            config=config,
+            model_id=resolved.model_id,
+            model_sha=resolved.sha,
+            tokenizer=tokenizer,
+            eos_token_ids=eos_token_ids(resolved.path, tokenizer),
+            client=EngineClient(
+                channel, is_engine_alive=engine.is_alive, on_step=metrics.observe_step
+            ),
+            metrics=metrics,
+        )
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(state),
+                host=config.server.hostname,
+                port=config.server.port,
+                log_level="warning",
+                log_config=None,  # uvicorn's records go through our handlers (text or JSON)
+                timeout_graceful_shutdown=5,
+            )
+        )
+        logger.info("listening on %s:%d", config.server.hostname, config.server.port)
+        if config.server.otlp_endpoint is not None:
+            tracer_provider = start_tracing(
+                config.server.otlp_endpoint, config.server.otlp_service_name
+            )
         return asyncio.run(_serve_while_engine_lives(server, engine, state.client))
     finally:
         if tracer_provider is not None:
@@ -82,23 +88,28 @@ def serve(config: SluiceConfig) -> int:
         channel.close()
 
 
-def _resolve_speculator(config: SluiceConfig, tokenizer: PreTrainedTokenizerBase) -> Path | None:
-    """The draft model's directory, once it is known to share the served model's tokenizer:
-    its drafts are token ids, which must mean the same text to both models."""
+def _resolve_speculator(config: SluiceConfig) -> ResolvedModel | None:
+    """The draft model (`--speculator-model-id`), checked to be one the engine can run."""
     model_id = config.scheduler.speculator_model_id
     if model_id is None:
         return None
     resolved = resolve_model(model_id, None, show_progress=True)
     check_engine_support(config.model, resolved)
+    return resolved
+
+
+def _check_speculator_vocabulary(
+    config: SluiceConfig, speculator: ResolvedModel, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    """A draft model's drafts are token ids, which must mean the same text to both models."""
     draft_tokenizer = load_tokenizer(
-        resolved.path, trust_remote_code=config.model.trust_remote_code
+        speculator.path, trust_remote_code=config.model.trust_remote_code
     )
     if draft_tokenizer.get_vocab() != tokenizer.get_vocab():
         raise ConfigError(
-            f"--speculator-model-id {model_id} has another tokenizer than the served model; "
-            "a speculator must share the model's vocabulary"
+            f"--speculator-model-id {speculator.model_id} has another tokenizer than the served "
+            "model; a speculator must share the model's vocabulary"
         )
-    return resolved.path
 
 
 async def _serve_while_engine_lives(
