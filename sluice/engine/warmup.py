@@ -1,10 +1,14 @@
 """Warm-up, as TGI's: before the KV cache is sized, run the largest step the scheduler may
 plan (a prefill of `--max-batch-prefill-tokens` tokens) once, measure the memory its
 activations took, and give the KV cache what is left. The run also pays the first-call costs
-(kernel selection, allocator growth) before the first request arrives."""
+(kernel selection, allocator growth) before the first request arrives.
+
+On a CPU the step would take seconds to tens of seconds, so a short prefill stands in for it:
+its memory, scaled to the step's tokens, bounds the activations that grow with the tokens, and
+the attention's masks and scores, which grow faster, are added from the shapes."""
 
 import contextlib
-import math
+import ctypes
 import os
 import resource
 import time
@@ -17,7 +21,7 @@ from torch import nn
 
 from sluice.errors import SluiceError
 from sluice.model.attention.backend import AttentionBackend
-from sluice.model.attention.paged import MAX_SCORES_PER_HEAD
+from sluice.model.attention.paged import prompt_attention_bytes
 from sluice.model.kv_cache import KVCacheSpec
 from sluice.model.runner import ModelRunner
 from sluice.model.step import ScheduledRequest, StepPlan
@@ -29,7 +33,8 @@ machine (a laptop, the API process), so it takes a modest share."""
 CPU_KV_CACHE_MAX_BYTES = 2 << 30
 CUDA_MEMORY_FRACTION = 0.9
 """Of the whole GPU; the rest stays free for other processes and fragmentation."""
-CPU_MEASURED_PREFILL_TOKENS = math.isqrt(MAX_SCORES_PER_HEAD)
+CPU_MEASURED_PREFILL_TOKENS = 128
+"""A prefill this long takes a fraction of a second on a 2-core CPU (1,024 tokens took 8 s)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,16 +60,28 @@ def warm_up(
     block_size: int,
 ) -> Warmup:
     """Find the activation memory of a prefill step of `num_tokens` tokens, split into prompts no
-    longer than the model's context, by running it (or, on a CPU, a shorter one) over a cache
-    just big enough for it."""
+    longer than the model's context, by running it (or, on a CPU, a shorter one, see the
+    module's docstring) over a cache just big enough for it."""
     measured_tokens = num_tokens
     if device.type == "cpu":
         measured_tokens = min(num_tokens, CPU_MEASURED_PREFILL_TOKENS)
     growth, duration_s = _run_prefill(
         model, backend, spec, device, measured_tokens, max_positions, block_size
     )
-    activation_bytes = -(-growth * num_tokens // measured_tokens)
+    activation_bytes = growth
+    if measured_tokens < num_tokens:
+        attention_bytes = prompt_attention_bytes(
+            model.config.num_attention_heads, _prompt_lengths(num_tokens, max_positions)
+        )
+        activation_bytes = -(-growth * num_tokens // measured_tokens) + attention_bytes
     return Warmup(num_tokens, activation_bytes, measured_tokens, duration_s)
+
+
+def _prompt_lengths(num_tokens: int, max_positions: int) -> list[int]:
+    """`num_tokens` tokens as prompts no longer than the model's context."""
+    return [
+        min(max_positions, num_tokens - start) for start in range(0, num_tokens, max_positions)
+    ]
 
 
 def _run_prefill(
@@ -77,9 +94,7 @@ def _run_prefill(
     block_size: int,
 ) -> tuple[int, float]:
     """Peak memory growth and time of one prefill step of `num_tokens` tokens."""
-    prompts = [
-        min(max_positions, num_tokens - start) for start in range(0, num_tokens, max_positions)
-    ]
+    prompts = _prompt_lengths(num_tokens, max_positions)
     blocks_per_prompt = [-(-length // block_size) for length in prompts]
     caches = spec.allocate(sum(blocks_per_prompt), block_size, device)
     runner = ModelRunner(model, backend, caches, block_size, device)
@@ -143,10 +158,18 @@ def _peak_memory_growth(device: torch.device) -> Iterator[_Growth]:
         yield growth
         growth.bytes = torch.cuda.max_memory_allocated(device) - before
         return
+    _release_free_heap()
     resettable = _reset_peak_rss()
     before = _rss_bytes() if resettable else _peak_rss_bytes()
     yield growth
     growth.bytes = max(0, _peak_rss_bytes() - before)
+
+
+def _release_free_heap() -> None:
+    """Hand the memory that malloc keeps from freed allocations back to the kernel, so that
+    the step's allocations grow the process's memory rather than reuse it unseen."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _reset_peak_rss() -> bool:

@@ -21,6 +21,9 @@ with the step's other decodes."""
 MAX_SCORES_PER_HEAD = 1 << 20
 """A prompt chunk attends in blocks of queries whose scores (queries x visible keys) stay
 within this many per head: 4 MiB each in float32, whatever the prompt's length."""
+SCORE_BYTES_LIVE_PER_PAIR = 16
+"""`_attend` holds up to four float32 tensors of a query block's scores at once (the scores,
+their scaled copy, the softmax and its cast): a bound for memory sizing."""
 MAX_CONTEXT_RATIO_IN_A_GROUP = 2
 MIN_PADDING_FOR_A_NEW_GROUP = 256
 """Decodes attend in groups of similar context length, each padded to its longest: one long
@@ -140,6 +143,17 @@ class PagedAttentionBackend:
                 values = _gather_context(value_blocks, chunk)
             out[rows] = _chunk_attention(q[rows], keys, values, chunk.query_blocks, scale)
         return out
+
+
+def prompt_attention_bytes(num_heads: int, prompt_lengths: list[int]) -> int:
+    """An upper bound of the memory that attending these prompts in one step takes beyond the
+    queries, keys and values: the visibility masks of every query block (a byte a query-key
+    pair, all built with the step's metadata) and the largest block's scores, which stop
+    growing with the prompt at `MAX_SCORES_PER_HEAD` per head."""
+    masks = sum(length * length for length in prompt_lengths)
+    longest = max(prompt_lengths, default=0)
+    scores_per_head = min(longest * longest, MAX_SCORES_PER_HEAD)
+    return masks + SCORE_BYTES_LIVE_PER_PAIR * num_heads * scores_per_head
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,8 +37,9 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> torch.nn.Module:
 
 
 def test_warm_up_runs_a_prefill_longer_than_the_context_and_measures_it(
-    tiny_model: torch.nn.Module,
+    tiny_model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(warmup, "CPU_MEASURED_PREFILL_TOKENS", 1000)  # the whole step, as on CUDA
     result = warm_up(
         tiny_model,
         PagedAttentionBackend(),
@@ -76,10 +77,36 @@ def test_a_cpu_warm_up_measures_a_shorter_prefill_and_scales_its_memory(
         block_size=16,
     )
 
-    assert measured == [warmup.CPU_MEASURED_PREFILL_TOKENS] == [1024]
+    assert measured == [warmup.CPU_MEASURED_PREFILL_TOKENS] == [128]
     assert result.num_tokens == 4096
-    assert result.measured_tokens == 1024
-    assert result.activation_bytes == 4000  # 1000 bytes for 1024 tokens, times 4
+    assert result.measured_tokens == 128
+    # 1000 bytes for 128 tokens, times 32; then the attention of 13 prompts of 300 tokens and
+    # one of 196: their masks, a byte a query-key pair, and 16 bytes a score of 4 heads.
+    masks = 13 * 300 * 300 + 196 * 196
+    assert result.activation_bytes == 32_000 + masks + 16 * 4 * 300 * 300
+
+
+def test_the_scaled_estimate_bounds_what_the_whole_prefill_takes(
+    tiny_model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def peak(num_tokens: int) -> Warmup:
+        return warm_up(
+            tiny_model,
+            PagedAttentionBackend(),
+            SPEC,
+            CPU,
+            num_tokens=num_tokens,
+            max_positions=300,
+            block_size=16,
+        )
+
+    estimate = peak(2000)
+    monkeypatch.setattr(warmup, "CPU_MEASURED_PREFILL_TOKENS", 2000)
+    measured = peak(2000)
+
+    assert estimate.measured_tokens == 128 and measured.measured_tokens == 2000
+    assert measured.activation_bytes > 0
+    assert estimate.activation_bytes >= measured.activation_bytes
 
 
 def test_kv_capacity_leaves_room_for_the_warm_up_activations(
