@@ -79,9 +79,7 @@ def warm_up(
 
 def _prompt_lengths(num_tokens: int, max_positions: int) -> list[int]:
     """`num_tokens` tokens as prompts no longer than the model's context."""
-    return [
-        min(max_positions, num_tokens - start) for start in range(0, num_tokens, max_positions)
-    ]
+    return [min(max_positions, num_tokens - start) for start in range(0, num_tokens, max_positions)]
 
 
 def _run_prefill(

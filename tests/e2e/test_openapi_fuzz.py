@@ -1,7 +1,8 @@
 """schemathesis generates requests from /openapi.json for every operation; none may get a 5xx.
 
 The server under fuzz has tiny token limits, so that any generation the fuzzer asks for is a
-few steps: the fuzzer's requests then take about 30 s in all on a 2-core CPU, not 2 minutes. The fuzzer runs as its CLI, in a subprocess."""
+few steps: the fuzzer's requests then take about 30 s in all on a 2-core CPU, not 2 minutes.
+The fuzzer runs as its CLI, in a subprocess."""
 
 import subprocess
 import sys
