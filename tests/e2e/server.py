@@ -16,9 +16,8 @@ STARTUP_TIMEOUT_S = 180
 TEST_SERVER_FLAGS = ("--max-batch-total-tokens", "32768")
 """A small KV cache: test servers start faster and leave memory to the others."""
 SHORT_PROMPTS_FLAGS = ("--max-batch-prefill-tokens", "256")
-"""For a server whose tests send only short prompts: its warm-up prefill is 256 tokens, not the
-1,024 the default's warm-up measures on CPU (a few seconds less start-up on a 2-core CPU), and
-prompts may be up to 256 tokens long."""
+"""For a server whose tests send only short prompts: prompts and steps of up to 256 tokens, so
+that its worst-case step is short on a 2-core CPU."""
 
 
 def free_port() -> int:
