@@ -131,7 +131,7 @@ def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineC
         warmup.duration_s,
         warmup.num_tokens,
         warmup.activation_bytes / 1e6,
-        "" if warmup.measured_tokens == warmup.num_tokens else " (scaled, an upper bound)",
+        "" if warmup.measured_tokens == warmup.num_tokens else " (estimated, see warmup.py)",
     )
     logger.info(
         "KV cache: %d blocks of %d tokens (%.0f MB), prefix caching %s; "

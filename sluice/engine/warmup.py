@@ -4,8 +4,10 @@ activations took, and give the KV cache what is left. The run also pays the firs
 (kernel selection, allocator growth) before the first request arrives.
 
 On a CPU the step would take seconds to tens of seconds, so a short prefill stands in for it:
-its memory, scaled to the step's tokens, bounds the activations that grow with the tokens, and
-the attention's masks and scores, which grow faster, are added from the shapes."""
+its memory, scaled to the step's tokens, estimates the activations that grow with the tokens,
+and the attention's masks and scores, which grow faster, are added from the shapes. Measured in
+a fresh process (as at start-up) it covers what the whole step takes; on CPU the KV cache takes
+a modest share of memory, so an estimate is enough."""
 
 import contextlib
 import ctypes
