@@ -2,7 +2,8 @@
 """Which activation dtype torch's CPU int4 and int8 weight-only kernels are fast in: a float32
 model's packed layers computing in float32 against computing in bfloat16 (converted at the
 layer's edges, `kernel_dtype`), beside dense float32 `F.linear`, on SmolLM2-135M's projection
-shapes, at 1 to 256 tokens.
+shapes, at 1 to 256 tokens. In float32 the layers multiply by their weight dequantized chunk by
+chunk instead of calling the kernel; the kernel's own float32 time is measured beside them.
 
 Usage: .venv/bin/python bench/quantized_kernel_dtype.py [--samples 5]
 Writes bench/results/quantized_kernel_dtype.md (median microseconds per call). Weights are
@@ -26,13 +27,17 @@ ROOT = Path(__file__).resolve().parent.parent
 SHAPES = (("gate/up_proj", 576, 3072), ("down_proj", 1536, 576), ("qkv_proj", 576, 960))
 NUM_TOKENS = (1, 16, 64, 256)
 INT4_GROUP_SIZE = 32  # the GGUF Q4 blocks' group
+COLUMNS = (
+    *("int4 fp32 kernel", "int4 fp32", "int4 bf16"),
+    *("int8 fp32 kernel", "int8 fp32", "int8 bf16"),
+)
 
 Call = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _packed_call(
+def _packed_layer(
     method: Int4LinearMethod | Int8LinearMethod, input_size: int, output_size: int, bits: int
-) -> Call:
+) -> nn.Module:
     group_size = INT4_GROUP_SIZE if bits == 4 else input_size
     num_groups = input_size // group_size
     weight = QuantizedWeight(
@@ -45,7 +50,17 @@ def _packed_call(
     layer = nn.Module()
     method.create_weights(layer, input_size, output_size, torch.float32)
     method.load_weight(layer, weight)
-    return lambda x: method.apply(layer, x, None)
+    return layer
+
+
+def _float32_kernel(layer: nn.Module) -> Call:
+    """The layer's kernel called on float32 activations, as `apply` no longer does."""
+    if hasattr(layer, "scales_and_zeros"):  # int4
+        group_size = layer.qweight.shape[1] * 2 // layer.scales_and_zeros.shape[0]
+        return lambda x: torch.ops.aten._weight_int4pack_mm_for_cpu(
+            x, layer.qweight, group_size, layer.scales_and_zeros
+        )
+    return lambda x: torch.ops.aten._weight_int8pack_mm(x, layer.qweight[0], layer.scales[0])
 
 
 def _median_us(call: Call, x: torch.Tensor, samples: int) -> float:
@@ -72,23 +87,29 @@ def main() -> None:
         "bfloat16 columns include the conversions at the layer's edges). int4: groups of "
         f"{INT4_GROUP_SIZE} (GGUF Q4); int8: per channel.",
         "",
-        "| layer | tokens | dense fp32 | int4, fp32 kernel | int4, bf16 kernel | "
-        "int8, fp32 kernel | int8, bf16 kernel |",
-        "|---|---|---|---|---|---|---|",
+        "| layer | tokens | dense fp32 | int4, fp32 kernel | int4, fp32 dequantized | "
+        "int4, bf16 kernel | int8, fp32 kernel | int8, fp32 dequantized | int8, bf16 kernel |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, input_size, output_size in SHAPES:
         dense = torch.randn(output_size, input_size)
         calls: dict[str, Call] = {"dense": lambda x, w=dense: F.linear(x, w)}
-        for kernel_dtype, label in ((None, "fp32"), (torch.bfloat16, "bf16")):
-            int4 = Int4LinearMethod(INT4_GROUP_SIZE, kernel_dtype=kernel_dtype)
-            int8 = Int8LinearMethod(None, symmetric=True, kernel_dtype=kernel_dtype)
-            calls[f"int4 {label}"] = _packed_call(int4, input_size, output_size, 4)
-            calls[f"int8 {label}"] = _packed_call(int8, input_size, output_size, 8)
+        for bits in (4, 8):
+            for kernel_dtype, label in ((None, "fp32"), (torch.bfloat16, "bf16")):
+                method = (
+                    Int4LinearMethod(INT4_GROUP_SIZE, kernel_dtype=kernel_dtype)
+                    if bits == 4
+                    else Int8LinearMethod(None, symmetric=True, kernel_dtype=kernel_dtype)
+                )
+                layer = _packed_layer(method, input_size, output_size, bits)
+                calls[f"int{bits} {label}"] = lambda x, m=method, p=layer: m.apply(p, x, None)
+                if kernel_dtype is None:
+                    calls[f"int{bits} fp32 kernel"] = _float32_kernel(layer)
         for num_tokens in NUM_TOKENS:
             x = torch.randn(num_tokens, input_size)
             us = {key: _median_us(call, x, args.samples) for key, call in calls.items()}
             cells = [f"{us['dense']:.0f}"]
-            for key in ("int4 fp32", "int4 bf16", "int8 fp32", "int8 bf16"):
+            for key in COLUMNS:
                 cells.append(f"{us[key]:.0f} ({us['dense'] / us[key]:.2f}x dense)")
             lines.append(
                 f"| {name} {input_size}->{output_size} | {num_tokens} | " + " | ".join(cells) + " |"

@@ -1,6 +1,7 @@
 """A linear layer over a weight that is dequantized a few output rows at a time, per call.
 
-For formats with no torch kernel (NF4, FP4, fp8 on CPU): each chunk is expanded to the
+For formats with no torch kernel (NF4, FP4, fp8 on CPU), and for packed int4/int8 weights where
+torch's kernel is not vectorised for the activations' dtype: each chunk is expanded to the
 activation's dtype and multiplied by oneDNN's dense kernel, so the full-precision weight never
 exists at once; the temporaries stay near `MAX_CHUNK_WEIGHTS` weights (2-4x that in bytes)."""
 
@@ -16,9 +17,15 @@ Dequantize = Callable[[int, int, torch.dtype], torch.Tensor]
 
 
 def chunked_linear(
-    x: torch.Tensor, output_size: int, dequantize: Dequantize, bias: torch.Tensor | None
+    x: torch.Tensor,
+    output_size: int,
+    dequantize: Dequantize,
+    bias: torch.Tensor | None,
+    *,
+    row_multiple: int = 1,
 ) -> torch.Tensor:
-    """x: [..., input_size] -> [..., output_size], dequantizing the weight chunk by chunk."""
+    """x: [..., input_size] -> [..., output_size], dequantizing the weight chunk by chunk, each
+    chunk a multiple of `row_multiple` output rows but the last."""
     input_size = x.shape[-1]
     rows = x.reshape(-1, input_size)  # [num_tokens, input_size]
     num_tokens = rows.shape[0]
@@ -26,7 +33,7 @@ def chunked_linear(
         # As in UnquantizedLinearMethod: oneDNN rounds a lone bf16 row differently from the same
         # row among others; two rows make a token's result independent of its batch.
         rows = rows.expand(2, -1)
-    chunk_rows = max(1, MAX_CHUNK_WEIGHTS // input_size)
+    chunk_rows = max(1, MAX_CHUNK_WEIGHTS // input_size // row_multiple) * row_multiple
     pieces = []
     for start in range(0, output_size, chunk_rows):
         end = min(start + chunk_rows, output_size)

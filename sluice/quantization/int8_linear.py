@@ -11,11 +11,13 @@ gcd(group size, input size) features, each with its group's scales. In torch 2.1
 kernel reads out of bounds with bf16 activations when the input size is not a multiple of 16
 (wrong results or a crash), so such groups are refused."""
 
+import functools
 import math
 
 import torch
 from torch import nn
 
+from sluice.quantization.chunked_linear import chunked_linear
 from sluice.quantization.input_perm import create_input_perm, load_input_perm, permute_input
 from sluice.quantization.quantized_weight import QuantizedWeight
 
@@ -92,6 +94,12 @@ class Int8LinearMethod:
         rows = x.reshape(-1, num_groups * group_size)  # [num_tokens, input_size]
         if self.has_input_perm:
             rows = permute_input(layer, rows)
+        if layer.scales.dtype != torch.bfloat16 and rows.device.type == "cpu":
+            # The CPU kernel is vectorised for bf16 activations only; with others it runs 5-50x
+            # slower than a dense matmul on the weight dequantized a chunk at a time.
+            dequantize = functools.partial(_dequantize, layer)
+            out = chunked_linear(rows, output_size, dequantize, bias)
+            return out.view(*x.shape[:-1], output_size)
         rows = rows.to(layer.scales.dtype)  # the kernel wants its scales' dtype
         if num_groups == 1:
             out = torch.ops.aten._weight_int8pack_mm(
@@ -124,3 +132,13 @@ class Int8LinearMethod:
                 f"features; got group size {group_size} for input size {input_size}"
             )
         return kernel_group_size
+
+
+def _dequantize(layer: nn.Module, start: int, end: int, dtype: torch.dtype) -> torch.Tensor:
+    """Output rows [start, end) of the weight: q * scale - zero offset, in float32 (as the
+    kernel and its zero-point correction compute them), then in `dtype`."""
+    weight = layer.qweight[:, start:end].float()  # [groups, rows, group_size]
+    weight.mul_(layer.scales[:, start:end, None].float())
+    if hasattr(layer, "zero_offsets"):
+        weight.sub_(layer.zero_offsets[:, start:end, None])
+    return weight.transpose(0, 1).reshape(end - start, -1).to(dtype)

@@ -93,10 +93,12 @@ def packed_kernel_dtype(
     given) and the dtype it resolved to; None: the model's.
 
     torch's CPU weight-only int4 and int8 kernels are vectorised for bfloat16 activations and
-    take a scalar path for float32 ones, 30 to 100 times slower (on AVX2 and AVX-512 CPUs
-    alike: bench/results/quantized_kernel_dtype.md). So where float32 is only the default (CPUs
-    without native bf16), the packed layers compute in bfloat16, converting at their edges,
-    and every other layer in float32; `--dtype float32` asked for keeps them in float32."""
+    take a scalar path for float32 ones, 10 to 100 times slower than a dense matmul (on AVX2
+    and AVX-512 CPUs alike: bench/results/quantized_kernel_dtype.md), so in float32 the packed
+    layers multiply by their weights dequantized chunk by chunk instead, still 4-15x slower
+    than the bfloat16 kernel at one token. So where float32 is only the default (CPUs without
+    native bf16), the packed layers compute in bfloat16, converting at their edges, and every
+    other layer in float32; `--dtype float32` asked for keeps them in float32."""
     if device.type == "cpu" and requested_dtype is None and dtype == torch.float32:
         return torch.bfloat16
     return None

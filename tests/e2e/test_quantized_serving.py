@@ -24,9 +24,6 @@ MAX_NEW_TOKENS = 16
 GPTQ = {"quant_method": "gptq", "bits": 4, "group_size": 128, "sym": False, "desc_act": True}
 """Group size 128, AutoGPTQ's and `sluice quantize`'s default: the default model's 576-feature
 inputs then end in a short group of 64."""
-PREFILL_FLAGS = ("--max-batch-prefill-tokens", "64")
-"""PROMPT is 13 tokens. On CPU the packed 4-bit kernels prefill slowly (about 0.1 s a token, so
-a 256-token warm-up took 30 s); 64 tokens is enough and warms up in 7 s."""
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +37,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def gptq_server(
     tmp_path_factory: pytest.TempPathFactory, checkpoints: tuple[Path, Path]
 ) -> Iterator[SluiceServer]:
-    flags = ("--model-id", str(checkpoints[0]), "--dtype", "float32", *PREFILL_FLAGS)
+    flags = ("--model-id", str(checkpoints[0]), "--dtype", "float32")
     yield from running_server(tmp_path_factory.mktemp("server"), "gptq", flags)
 
 
@@ -103,7 +100,7 @@ def test_the_default_gguf_served_packed_answers_as_dequantized(
         "parameters": {"max_new_tokens": MAX_NEW_TOKENS, "details": True, "ignore_eos": True},
     }
     dense = httpx.post(f"{fp32_server.url}/generate", json=body, timeout=120)
-    flags = ("--quantize", "gguf", "--dtype", "float32", *PREFILL_FLAGS)
+    flags = ("--quantize", "gguf", "--dtype", "float32")
     for server in running_server(tmp_path_factory.mktemp("server"), "gguf", flags):
         packed = httpx.post(f"{server.url}/generate", json=body, timeout=120)
 
@@ -124,7 +121,7 @@ def test_packed_layers_compute_in_bfloat16_where_float32_is_only_the_default(
     """Without `--dtype` on a CPU without native bf16, `--quantize gguf` runs its int4 kernel
     on bfloat16 activations (the kernel's fast path) and every other layer in float32: the
     server answers what the same model computes in-process that way."""
-    flags = ("--quantize", "gguf", *PREFILL_FLAGS)
+    flags = ("--quantize", "gguf")
     body = {
         "inputs": PROMPT,
         "parameters": {"max_new_tokens": MAX_NEW_TOKENS, "details": True, "ignore_eos": True},

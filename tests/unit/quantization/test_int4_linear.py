@@ -7,7 +7,9 @@ from sluice.model.layers.linear import ColumnParallelLinear
 from sluice.quantization import (
     Int4LinearMethod,
     QuantizedWeight,
+    chunked_linear,
     convert_awq,
+    int4_linear,
 )
 from tests.unit.quantization.gptq_checkpoint import gptq_round_trip
 from tests.unit.quantization.reference import (
@@ -63,6 +65,26 @@ def test_int4_float32_activations_run_in_float32():
     out = method.apply(layer, x, None)
     assert out.dtype == torch.float32
     assert_matches(out, x, ref, center=8, relative=FP32_BOUND)
+
+
+@pytest.mark.parametrize("output_size", [3072, 80])
+def test_int4_float32_activations_multiply_the_dequantized_weight(monkeypatch, output_size):
+    # Chunks of output rows, the last one narrower than a packing block where 80 rows end.
+    monkeypatch.setattr(chunked_linear, "MAX_CHUNK_WEIGHTS", 32 * 256)
+    ref = quantize(output_size, 256, bits=4, group_size=32, symmetric=False)
+    method = Int4LinearMethod(32)
+    layer = _layer(method, _as_weight(ref, 32), torch.float32)
+    x = torch.randn(5, 256)
+    assert_matches(method.apply(layer, x, None), x, ref, center=8, relative=FP32_BOUND)
+
+
+def test_int4_float32_activations_take_the_kernel_where_its_packing_is_unknown(monkeypatch):
+    monkeypatch.setattr(int4_linear, "cpu_packed_layout", lambda: None)
+    ref = quantize(32, 256, bits=4, group_size=64, symmetric=False)
+    method = Int4LinearMethod(64)
+    layer = _layer(method, _as_weight(ref, 64), torch.float32)
+    x = torch.randn(3, 256)
+    assert_matches(method.apply(layer, x, None), x, ref, center=8, relative=FP32_BOUND)
 
 
 def test_int4_float32_activations_can_run_the_kernel_in_bfloat16():

@@ -52,15 +52,18 @@ def test_int8_float32_activations_can_run_the_kernel_in_bfloat16(symmetric):
 
 @pytest.mark.parametrize("group_size", [32, 64, 128])
 @pytest.mark.parametrize("symmetric", [True, False])
-def test_int8_grouped_matches_dequantized_matmul(group_size, symmetric):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_int8_grouped_matches_dequantized_matmul(group_size, symmetric, dtype):
+    # float32 activations multiply the weight dequantized chunk by chunk, not the kernel.
     ref = quantize(48, 256, bits=8, group_size=group_size, symmetric=symmetric)
     method = Int8LinearMethod(group_size, symmetric=symmetric)
-    layer = _layer(method, _as_weight(ref, group_size), torch.bfloat16)
-    x = torch.randn(2, 3, 256).bfloat16()
-    bias = torch.randn(48).bfloat16()
+    layer = _layer(method, _as_weight(ref, group_size), dtype)
+    x = torch.randn(2, 3, 256).to(dtype)
+    bias = torch.randn(48).to(dtype)
     out = method.apply(layer, x, bias)
-    assert out.shape == (2, 3, 48)
-    assert_matches(out.float() - bias.float(), x, ref, center=128, relative=BF16_BOUND)
+    assert out.shape == (2, 3, 48) and out.dtype == dtype
+    bound = BF16_BOUND if dtype == torch.bfloat16 else FP32_BOUND
+    assert_matches(out.float() - bias.float(), x, ref, center=128, relative=bound)
 
 
 @pytest.mark.parametrize("group_size", [64, -1])
