@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from sluice.model.loader import resolve_dtype
-from tests.e2e.server import SHORT_PROMPTS_FLAGS, SluiceServer, running_server
+from tests.e2e.otlp_collector import OTLP_SERVICE_NAME, OtlpCollector, running_collector
+from tests.e2e.server import SluiceServer, running_server
 
 
 @pytest.fixture(scope="session")
@@ -28,11 +29,24 @@ def fp32_server(
 
 
 @pytest.fixture(scope="session")
-def prefill_logprobs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SluiceServer]:
-    """Default flags plus --enable-prefill-logprobs: `decoder_input_details` fills `prefill`.
-    Its tests send short prompts only."""
-    flags = ("--enable-prefill-logprobs", *SHORT_PROMPTS_FLAGS)
-    yield from running_server(tmp_path_factory.mktemp("server"), "prefill-logprobs", flags)
+def otlp_collector() -> Iterator[OtlpCollector]:
+    yield from running_collector()
+
+
+@pytest.fixture(scope="session")
+def options_server(
+    tmp_path_factory: pytest.TempPathFactory, otlp_collector: OtlpCollector
+) -> Iterator[SluiceServer]:
+    """Default flags plus the optional features that change no other answer, one server for
+    their tests: --enable-prefill-logprobs (`decoder_input_details` fills `prefill`),
+    --disable-grammar-support, and tracing to `otlp_collector` as service "sluice-under-test"."""
+    flags = (
+        "--enable-prefill-logprobs",
+        "--disable-grammar-support",
+        *("--otlp-endpoint", otlp_collector.endpoint),
+        *("--otlp-service-name", OTLP_SERVICE_NAME),
+    )
+    yield from running_server(tmp_path_factory.mktemp("server"), "options", flags)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -6,13 +6,12 @@ greedy outputs; and `--disable-grammar-support`."""
 import concurrent.futures
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.server import SHORT_PROMPTS_FLAGS, SluiceServer, running_server, stream_events
+from tests.e2e.server import SluiceServer, stream_events
 
 CHAT = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 PERSON = {
@@ -152,19 +151,13 @@ def test_grammar_mixed_batch_leaves_free_requests_as_alone(fp32_server: SluiceSe
     assert re.fullmatch(PHONE, phone.result())
 
 
-@pytest.fixture(scope="module")
-def no_grammar_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SluiceServer]:
-    flags = ("--disable-grammar-support", *SHORT_PROMPTS_FLAGS)
-    yield from running_server(tmp_path_factory.mktemp("server"), "no-grammar", flags)
-
-
-def test_grammar_refused_with_disable_grammar_support(no_grammar_server: SluiceServer) -> None:
+def test_grammar_refused_with_disable_grammar_support(options_server: SluiceServer) -> None:
     body = {
         "inputs": "hello",
         "parameters": {"max_new_tokens": 5, "grammar": {"type": "json", "value": PERSON}},
     }
-    response = httpx.post(f"{no_grammar_server.url}/generate", json=body, timeout=60)
+    response = httpx.post(f"{options_server.url}/generate", json=body, timeout=60)
     assert response.status_code == 422
     assert response.json()["error"] == "Input validation error: grammar is not supported"
     plain = {"inputs": "hello", "parameters": {"max_new_tokens": 5}}
-    assert httpx.post(f"{no_grammar_server.url}/generate", json=plain, timeout=60).is_success
+    assert httpx.post(f"{options_server.url}/generate", json=plain, timeout=60).is_success

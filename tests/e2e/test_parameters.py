@@ -132,13 +132,13 @@ def test_decoder_input_details_is_empty_without_the_server_flag(server: SluiceSe
 
 
 def test_decoder_input_details_lists_prompt_tokens_with_logprobs(
-    prefill_logprobs_server: SluiceServer, tokenizer: PreTrainedTokenizerBase
+    options_server: SluiceServer, tokenizer: PreTrainedTokenizerBase
 ) -> None:
     inputs = CHAT.format("Name a colour.")
     body = {"inputs": inputs, "parameters": {"max_new_tokens": 3, "decoder_input_details": True}}
 
-    payload = httpx.post(f"{prefill_logprobs_server.url}/generate", json=body, timeout=60).json()
-    plain = _generate(prefill_logprobs_server, inputs, max_new_tokens=3)
+    payload = httpx.post(f"{options_server.url}/generate", json=body, timeout=60).json()
+    plain = _generate(options_server, inputs, max_new_tokens=3)
 
     prefill = payload["details"]["prefill"]
     assert [t["id"] for t in prefill] == tokenizer(inputs)["input_ids"]
