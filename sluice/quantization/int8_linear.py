@@ -9,7 +9,9 @@ group, summed in float32: exact but slower; per channel is the fast path. A shor
 (AutoGPTQ's, where the group size does not divide the input) is run as calls over groups of
 gcd(group size, input size) features, each with its group's scales. In torch 2.13 the
 kernel reads out of bounds with bf16 activations when the input size is not a multiple of 16
-(wrong results or a crash), so such groups are refused."""
+(wrong results or a crash), so such groups are refused. The CPU kernel is vectorised for bf16
+activations only; with float32 (or float16) ones the layer multiplies by its weight dequantized
+a chunk of output rows at a time instead (`chunked_linear`)."""
 
 import functools
 import math
