@@ -98,9 +98,9 @@ def iter_gguf_packed_tensors(model_path: Path) -> Iterator[tuple[str, torch.Tens
     with safe_open(str(model_path / LINEARS_FILE), framework="pt") as reader:
         names = list(reader.keys())  # noqa: SIM118 - safe_open is not a mapping
         packed = {name.rpartition(".")[0] for name in names}
-        for name, tensor in iter_checkpoint_tensors(model_path):
-            if name.removesuffix(".weight") not in packed:
-                yield name, tensor
+        yield from iter_checkpoint_tensors(
+            model_path, include=lambda name: name.removesuffix(".weight") not in packed
+        )
         for name in names:
             yield name, reader.get_tensor(name)
 

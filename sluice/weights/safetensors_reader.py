@@ -4,7 +4,7 @@ never holds more than one tensor beyond the model it fills. Knows nothing about 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -45,13 +45,17 @@ def checkpoint_files(path: Path) -> list[Path]:
     return files
 
 
-def iter_checkpoint_tensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield (name, tensor) for every tensor of every checkpoint safetensors file in `path`."""
+def iter_checkpoint_tensors(
+    path: Path, include: Callable[[str], bool] | None = None
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield (name, tensor) for every tensor of every checkpoint safetensors file in `path`, or
+    for those whose name `include` accepts (the others are never read)."""
     for file in checkpoint_files(path):
         try:
             with safe_open(file, framework="pt") as reader:
                 for name in reader.keys():  # noqa: SIM118 - safe_open is not a mapping
-                    yield name, reader.get_tensor(name)
+                    if include is None or include(name):
+                        yield name, reader.get_tensor(name)
         except (SafetensorError, OSError) as e:
             raise ModelLoadError(
                 f"cannot read weights file {file}: {e}; the file is corrupt or truncated"
