@@ -3,7 +3,9 @@
 for a batch of requests that each already hold `--context` tokens in the KV cache.
 
 Usage: .venv/bin/python bench/profile_decode_step.py [--batch 64] [--context 160]
-    [--dtype bfloat16] [--backend paged|reference] [--drafts 0]
+    [--dtype bfloat16] [--quantize gguf] [--backend paged|reference] [--drafts 0]
+Without `--dtype`, the server's default dtype; the packed layers of `--quantize` compute in the
+dtype the server would give them (`packed_kernel_dtype`).
 Prints the CPU, the step time (median of `--steps`), the floor from bytes and FLOPs at this
 machine's bandwidth and matmul rate (measured first, here), and the top operators by self CPU
 time. Nothing else heavy may run meanwhile."""
@@ -11,6 +13,7 @@ time. Nothing else heavy may run meanwhile."""
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -21,9 +24,10 @@ from sluice.model.attention.backend import AttentionBackend
 from sluice.model.attention.paged import PagedAttentionBackend
 from sluice.model.attention.torch_sdpa import TorchSdpaBackend
 from sluice.model.kv_cache import KVCacheSpec
-from sluice.model.loader import DTYPES, load_model, read_hf_config
+from sluice.model.loader import DTYPES, load_model, read_hf_config, resolve_dtype
 from sluice.model.runner import ModelRunner
 from sluice.model.step import ScheduledRequest, StepPlan
+from sluice.quantization.scheme import QuantizationScheme, packed_kernel_dtype, resolve_scheme
 from sluice.sampling_params import SamplingParams
 from sluice.weights import resolve_model
 
@@ -38,23 +42,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--context", type=int, default=160)
-    parser.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES))
+    parser.add_argument("--dtype", choices=sorted(DTYPES))
+    parser.add_argument("--quantize", choices=("gguf",))
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--backend", default="paged", choices=sorted(BACKENDS))
     parser.add_argument(
         "--drafts", type=int, default=0, help="draft tokens each request verifies per step"
     )
     args = parser.parse_args()
-    dtype = DTYPES[args.dtype]
+    cpu = torch.device("cpu")
+    dtype = resolve_dtype(args.dtype, cpu)
+    dtype_name = str(dtype).removeprefix("torch.")
     rates = measure_rates((dtype,))
-    matmul_rate = rates.gemm_flops_per_s[args.dtype]
+    matmul_rate = rates.gemm_flops_per_s[dtype_name]
     print(
         f"{cpu_description()}\nmeasured: copy {rates.copy_bytes_per_s / 1e9:.1f} GB/s, "
-        f"read {rates.read_bytes_per_s / 1e9:.1f} GB/s, {args.dtype} GEMM "
+        f"read {rates.read_bytes_per_s / 1e9:.1f} GB/s, {dtype_name} GEMM "
         f"{matmul_rate / 1e9:.0f} GFLOP/s ({GEMM_SIZE}-square)"
     )
     backend = BACKENDS[args.backend]()
-    runner = _build_runner(backend, dtype, args.batch, args.context + args.drafts)
+    path = resolve_model().path
+    quantization = resolve_scheme(
+        args.quantize, path, kernel_dtype=packed_kernel_dtype(args.dtype, dtype, cpu)
+    )
+    runner = _build_runner(
+        path, backend, dtype, quantization, args.batch, args.context + args.drafts
+    )
     plan = _decode_plan(args.batch, args.context, args.drafts)
     runner.execute(_prefill_plan(args.batch, args.context))  # fill the cache once
     for _ in range(2):
@@ -71,7 +84,8 @@ def main() -> None:
     # A decode step reads every weight once: the read bandwidth bounds it at small batches.
     floor = max(flops / matmul_rate, weight_bytes / rates.read_bytes_per_s)
     print(
-        f"{args.backend} attention, batch {args.batch}, context {args.context}, {args.dtype}, "
+        f"{args.backend} attention, batch {args.batch}, context {args.context}, {dtype_name}"
+        f"{'' if quantization is None else ', --quantize ' + quantization.method}, "
         f"{torch.get_num_threads()} threads: step {step * 1000:.1f} ms "
         f"(min {min(times) * 1000:.1f}, max {max(times) * 1000:.1f}), "
         f"{args.batch / step:.0f} tokens/s; floor {floor * 1000:.1f} ms "
@@ -84,13 +98,23 @@ def main() -> None:
 
 
 def _build_runner(
-    backend: AttentionBackend, dtype: torch.dtype, batch: int, context: int
+    path: Path,
+    backend: AttentionBackend,
+    dtype: torch.dtype,
+    quantization: QuantizationScheme | None,
+    batch: int,
+    context: int,
 ) -> ModelRunner:
-    path = resolve_model().path
     config = read_hf_config(path)
     device = torch.device("cpu")
     model = load_model(
-        path, config, dtype=dtype, device=device, parallel=SINGLE_DEVICE, backend=backend
+        path,
+        config,
+        dtype=dtype,
+        device=device,
+        parallel=SINGLE_DEVICE,
+        backend=backend,
+        quantization=quantization,
     )
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     spec = KVCacheSpec(config.num_hidden_layers, config.num_key_value_heads, head_dim, dtype)
