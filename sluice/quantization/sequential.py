@@ -8,6 +8,7 @@ no files: the model comes in loaded, the results go out keyed by checkpoint pref
 import contextlib
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -200,9 +201,11 @@ def _check_group_size(
                 )
             if linear.in_features % params.group_size_for(linear.in_features):
                 if not short_last_group:
+                    divisor = math.gcd(params.group_size, linear.in_features)
                     raise ValueError(
                         f"group size {params.group_size} does not divide {name}'s "
-                        f"{linear.in_features} input features"
+                        f"{linear.in_features} input features, as this layout needs; pass "
+                        f"`--group-size {divisor}` or another divisor"
                     )
                 logger.info(
                     "group size %d does not divide %s's %d input features: its last group is "

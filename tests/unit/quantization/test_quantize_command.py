@@ -81,7 +81,11 @@ def test_quantize_refuses_a_non_empty_output(tiny_llama, tmp_path, capsys):
         (["--method", "awq", "--bits", "8"], "`--method awq` takes no `--bits` other than 4"),
         (["--method", "awq", "--sym"], "no `--act-order` and no `--sym`"),
         (["--method", "awq", "--group-size", "-1"], "`--method awq` needs groups"),
-        (["--method", "awq", "--group-size", "48"], "group size 48 does not divide"),
+        (
+            ["--method", "awq", "--group-size", "48"],
+            "group size 48 does not divide self_attn.q_proj's 64 input features, as this layout "
+            "needs; pass `--group-size 16` or another divisor",
+        ),
     ],
 )
 def test_quantize_refuses_bad_flags(tiny_llama, tmp_path, capsys, flags, message):
