@@ -26,7 +26,8 @@ def test_requests_are_exported_as_spans_under_the_callers_trace(
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         spans = [body for path, body in otlp_collector.exports if path == "/v1/traces"]
-        if any(b"POST /generate" in body for body in spans):
+        # The server is shared: wait for this request's trace, not any earlier span.
+        if any(bytes.fromhex(TRACE_ID) in body for body in spans):
             break
         time.sleep(0.2)
     exported = b"".join(body for path, body in otlp_collector.exports if path == "/v1/traces")
