@@ -9,7 +9,7 @@ over several kernel groups of a size dividing both, which is exact. Layout: `qwe
 [output_size, input_size / 2] (torch's own packing), `scales_and_zeros` [num_kernel_groups,
 output_size, 2]. The kernel is vectorised for bfloat16 activations only; with float32 (or
 float16) ones the layer instead unpacks the weight a chunk of output rows at a time and runs a
-dense matmul (`chunked_linear`), the same weights at 10-30x the kernel's speed from 16 tokens on.
+dense matmul (`chunked_linear`), the same weights at 7-58x the kernel's speed from 16 tokens on.
 CUDA (`_weight_int4pack_mm`, another packing) is not supported yet: refused, not guessed."""
 
 import functools
@@ -95,17 +95,17 @@ class Int4LinearMethod:
         rows = x.reshape(-1, input_size)  # [num_tokens, input_size]
         if self.has_input_perm:
             rows = permute_input(layer, rows)
-        # The kernel wants activations in the dtype of its scales (bf16, fp16 and fp32 all work).
         kernel_dtype = layer.scales_and_zeros.dtype
-        layout = cpu_packed_layout()
-        if kernel_dtype != torch.bfloat16 and layout is not None:
-            # The kernel is vectorised for bf16 activations only; with others it runs 10-100x
-            # slower than a dense matmul on the weight dequantized a chunk at a time.
+        if kernel_dtype != torch.bfloat16 and (layout := cpu_packed_layout()) is not None:
+            # The kernel is vectorised for bf16 activations only; with others it runs 7-58x
+            # slower, from 16 tokens on, than a dense matmul on the weight dequantized a chunk at
+            # a time (bench/results/quantized_kernel_dtype.md).
             dequantize = functools.partial(_dequantize, layer, layout)
             out = chunked_linear(
                 rows, output_size, dequantize, bias, row_multiple=layout.block_size
             )
             return out.view(*x.shape[:-1], output_size)
+        # The kernel wants activations in the dtype of its scales (bf16, fp16 and fp32 all work).
         out = torch.ops.aten._weight_int4pack_mm_for_cpu(
             rows.to(kernel_dtype).contiguous(),
             layer.qweight,

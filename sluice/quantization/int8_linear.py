@@ -97,8 +97,9 @@ class Int8LinearMethod:
         if self.has_input_perm:
             rows = permute_input(layer, rows)
         if layer.scales.dtype != torch.bfloat16 and rows.device.type == "cpu":
-            # The CPU kernel is vectorised for bf16 activations only; with others it runs 5-50x
-            # slower than a dense matmul on the weight dequantized a chunk at a time.
+            # The CPU kernel is vectorised for bf16 activations only; with others it runs 8-54x
+            # slower, from 16 tokens on, than a dense matmul on the weight dequantized a chunk at
+            # a time (bench/results/quantized_kernel_dtype.md).
             dequantize = functools.partial(_dequantize, layer)
             out = chunked_linear(rows, output_size, dequantize, bias)
             return out.view(*x.shape[:-1], output_size)

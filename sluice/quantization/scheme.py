@@ -95,7 +95,7 @@ def packed_kernel_dtype(
     torch's CPU weight-only int4 and int8 kernels are vectorised for bfloat16 activations and
     take a scalar path for float32 ones, 10 to 100 times slower than a dense matmul (on AVX2
     and AVX-512 CPUs alike: bench/results/quantized_kernel_dtype.md), so in float32 the packed
-    layers multiply by their weights dequantized chunk by chunk instead, still 4-15x slower
+    layers multiply by their weights dequantized chunk by chunk instead, still 3-13x slower
     than the bfloat16 kernel at one token. So where float32 is only the default (CPUs without
     native bf16), the packed layers compute in bfloat16, converting at their edges, and every
     other layer in float32; `--dtype float32` asked for keeps them in float32."""
