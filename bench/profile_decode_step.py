@@ -116,8 +116,7 @@ def _build_runner(
         backend=backend,
         quantization=quantization,
     )
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    spec = KVCacheSpec(config.num_hidden_layers, config.num_key_value_heads, head_dim, dtype)
+    spec = KVCacheSpec.for_model(config, dtype)
     blocks_per_request = -(-(context + 1) // BLOCK_SIZE)
     caches = spec.allocate(batch * blocks_per_request, BLOCK_SIZE, device)
     return ModelRunner(model, backend, caches, BLOCK_SIZE, device)

@@ -130,10 +130,7 @@ def evaluate(model_path: Path, quantize: str | None) -> dict[str, Any]:
         for name, p in model.named_parameters()
         if name.startswith("layers.")
     )
-    head_dim = config.hidden_size // config.num_attention_heads
-    spec = KVCacheSpec(
-        config.num_hidden_layers, config.num_key_value_heads, head_dim, torch.bfloat16
-    )
+    spec = KVCacheSpec.for_model(config, torch.bfloat16)
     caches = spec.allocate(WINDOW // 16, 16, device)
     token_ids = AutoTokenizer.from_pretrained(model_path)(read_text(ShippedText.EVALUATION))[
         "input_ids"

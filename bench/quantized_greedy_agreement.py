@@ -74,10 +74,7 @@ def runner_for(path: Path) -> ModelRunner:
         backend=backend,
         quantization=resolve_scheme(None, path),
     )
-    head_dim = config.hidden_size // config.num_attention_heads
-    spec = KVCacheSpec(
-        config.num_hidden_layers, config.num_key_value_heads, head_dim, torch.bfloat16
-    )
+    spec = KVCacheSpec.for_model(config, torch.bfloat16)
     caches = spec.allocate(NUM_BLOCKS, BLOCK_SIZE, device)
     return ModelRunner(model, backend, caches, BLOCK_SIZE, device)
 

@@ -1,12 +1,18 @@
 """Which tensor-parallel shard this process is, and the collectives layers call.
 
 A leaf: layers ask it for their rank and world size and call `all_reduce`; with one shard every
-collective is the identity, so single-device code pays nothing."""
+collective is the identity, so single-device code pays nothing. A collective that fails (a
+shard crashed, its host went away, or it stopped answering within the group's timeout) raises
+`ShardLost`, which no retry can mend: the shards no longer run in step."""
 
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+
+class ShardLost(RuntimeError):
+    """Another shard is gone or stopped answering."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,15 +23,21 @@ class ParallelContext:
     def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum `tensor` over the shards, in place."""
         if self.tp_size > 1:
-            dist.all_reduce(tensor)
+            try:
+                dist.all_reduce(tensor)
+            except RuntimeError as error:
+                raise ShardLost(f"all-reduce failed: {error}") from error
         return tensor
 
     def all_gather_last_dim(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Concatenate each shard's slice of the last dimension."""
+        """Concatenate each shard's slice of the last dimension (equal slices)."""
         if self.tp_size == 1:
             return tensor
         parts = [torch.empty_like(tensor) for _ in range(self.tp_size)]
-        dist.all_gather(parts, tensor)
+        try:
+            dist.all_gather(parts, tensor.contiguous())
+        except RuntimeError as error:
+            raise ShardLost(f"all-gather failed: {error}") from error
         return torch.cat(parts, dim=-1)
 
 

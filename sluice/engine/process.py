@@ -99,7 +99,7 @@ def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineC
     )
     if device.type == "cpu" and dtype == torch.bfloat16:
         _log_batch_invariance(model)
-    spec = _kv_cache_spec(hf_config, dtype)
+    spec = KVCacheSpec.for_model(hf_config, dtype)
     draft = _load_draft(launch, hf_config, dtype, device, backend)
     sched_config = launch.config.scheduler
     _warn_of_ignored_flags(sched_config)
@@ -182,13 +182,6 @@ def _log_batch_invariance(model: nn.Module) -> None:
         )
 
 
-def _kv_cache_spec(hf_config: PretrainedConfig, dtype: torch.dtype) -> KVCacheSpec:
-    head_dim = getattr(hf_config, "head_dim", None) or (
-        hf_config.hidden_size // hf_config.num_attention_heads
-    )
-    return KVCacheSpec(hf_config.num_hidden_layers, hf_config.num_key_value_heads, head_dim, dtype)
-
-
 def _load_draft(
     launch: EngineLaunch,
     hf_config: PretrainedConfig,
@@ -220,7 +213,7 @@ def _load_draft(
             kernel_dtype=packed_kernel_dtype(launch.config.model.dtype, dtype, device),
         ),
     )
-    return model, _kv_cache_spec(draft_config, dtype)
+    return model, KVCacheSpec.for_model(draft_config, dtype)
 
 
 def _warn_of_ignored_flags(config: SchedulerConfig) -> None:

@@ -8,6 +8,10 @@ only sizes and allocates the memory."""
 from dataclasses import dataclass
 
 import torch
+from transformers import PretrainedConfig
+
+from sluice.distributed.parallel_context import SINGLE_DEVICE, ParallelContext
+from sluice.distributed.sharding import shard_heads
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +21,26 @@ class KVCacheSpec:
     """KV heads held by this shard."""
     head_dim: int
     dtype: torch.dtype
+
+    @classmethod
+    def for_model(
+        cls,
+        config: PretrainedConfig,
+        dtype: torch.dtype,
+        parallel: ParallelContext = SINGLE_DEVICE,
+    ) -> "KVCacheSpec":
+        """The cache of a Llama-family model's shard: the KV heads `shard_heads` gives it."""
+        head_dim = getattr(config, "head_dim", None) or (
+            config.hidden_size // config.num_attention_heads
+        )
+        heads = shard_heads(
+            config.num_attention_heads,
+            config.num_key_value_heads,
+            head_dim,
+            parallel.tp_size,
+            parallel.tp_rank,
+        )
+        return cls(config.num_hidden_layers, heads.num_kv_heads, head_dim, dtype)
 
     @property
     def bytes_per_token(self) -> int:

@@ -1,5 +1,7 @@
 """Reads every tensor of a checkpoint directory's safetensors files, one at a time, so a loader
-never holds more than one tensor beyond the model it fills. Knows nothing about model classes."""
+never holds more than one tensor beyond the model it fills. The tensors are views of the
+file's memory map: a tensor-parallel shard that copies its slice out of one reads only that
+slice's pages, never the whole tensor. Knows nothing about model classes."""
 
 from __future__ import annotations
 

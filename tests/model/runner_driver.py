@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sluice.cpu import bfloat16_support
-from sluice.distributed.parallel_context import SINGLE_DEVICE
+from sluice.distributed.parallel_context import SINGLE_DEVICE, ParallelContext
 from sluice.engine.drafts import Drafter
 from sluice.engine.kv_cache.manager import KVCacheManager
 from sluice.engine.request import Request
@@ -32,9 +32,11 @@ def build_runner(
     num_blocks: int = 64,
     quantize: str | None = None,
     kernel_dtype: torch.dtype | None = None,
+    parallel: ParallelContext = SINGLE_DEVICE,
 ) -> ModelRunner:
     """`quantize`: as `--quantize`; the checkpoint's own scheme applies regardless, its packed
-    kernels computing in `kernel_dtype` (None: `dtype`)."""
+    kernels computing in `kernel_dtype` (None: `dtype`). `parallel`: the shard to build, in a
+    process that has joined the shards' group."""
     device = torch.device("cpu")
     backend = PagedAttentionBackend()
     config = read_hf_config(path)
@@ -43,12 +45,11 @@ def build_runner(
         config,
         dtype=dtype,
         device=device,
-        parallel=SINGLE_DEVICE,
+        parallel=parallel,
         backend=backend,
         quantization=resolve_scheme(quantize, path, kernel_dtype=kernel_dtype),
     )
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    spec = KVCacheSpec(config.num_hidden_layers, config.num_key_value_heads, head_dim, dtype)
+    spec = KVCacheSpec.for_model(config, dtype, parallel)
     return ModelRunner(
         model, backend, spec.allocate(num_blocks, BLOCK_SIZE, device), BLOCK_SIZE, device
     )

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sluice.distributed.parallel_context import ParallelContext
+from sluice.distributed.sharding import Piece, copy_pieces, even_split, shard_heads
 
 WeightLoader = Callable[[nn.Parameter, torch.Tensor, str | int | None], None]
 
@@ -87,7 +88,9 @@ class _ParallelLinear(nn.Module):
 
 
 class ColumnParallelLinear(_ParallelLinear):
-    """Output features split across shards; no communication in forward."""
+    """Output features split across shards; no communication in forward. Several projections
+    fused along the output (gate and up) are each split, and the shard holds its part of each
+    in order."""
 
     def __init__(
         self,
@@ -98,12 +101,17 @@ class ColumnParallelLinear(_ParallelLinear):
         parallel: ParallelContext,
         dtype: torch.dtype,
         method: LinearMethod | None = None,
+        pieces: Sequence[Sequence[Piece]] | None = None,
     ) -> None:
-        tp = parallel.tp_size
-        for total in output_sizes:
-            if total % tp:
-                raise ValueError(f"output size {total} is not divisible by {tp} shards")
-        self.shard_sizes = [total // tp for total in output_sizes]
+        """`pieces`: per projection, the checkpoint output features this shard holds; by
+        default an even split of each."""
+        self.output_sizes = list(output_sizes)
+        self.pieces = (
+            [list(p) for p in pieces]
+            if pieces is not None
+            else [[even_split(total, parallel.tp_size, parallel.tp_rank)] for total in output_sizes]
+        )
+        self.shard_sizes = [sum(piece.size for piece in p) for p in self.pieces]
         super().__init__(
             input_size,
             sum(self.shard_sizes),
@@ -116,16 +124,18 @@ class ColumnParallelLinear(_ParallelLinear):
     def weight_loader(
         self, param: nn.Parameter, loaded: torch.Tensor, shard_id: str | int | None = None
     ) -> None:
-        index = 0 if shard_id is None else int(shard_id)
-        size = self.shard_sizes[index]
-        expect_shape(loaded, (size * self.parallel.tp_size, *param.shape[1:]))
+        index = self._projection_index(shard_id)
+        expect_shape(loaded, (self.output_sizes[index], *param.shape[1:]))
         offset = sum(self.shard_sizes[:index])
-        piece = loaded.narrow(0, self.parallel.tp_rank * size, size)
-        param.data.narrow(0, offset, size).copy_(piece)
+        target = param.data.narrow(0, offset, self.shard_sizes[index])
+        copy_pieces(target, loaded, 0, self.pieces[index])
+
+    def _projection_index(self, shard_id: str | int | None) -> int:
+        return 0 if shard_id is None else int(shard_id)
 
 
 class QKVParallelLinear(ColumnParallelLinear):
-    """Fused q, k and v projections; heads split across shards (KV heads replicated if fewer)."""
+    """Fused q, k and v projections; each shard computes the heads `shard_heads` gives it."""
 
     SHARD_IDS = {"q": 0, "k": 1, "v": 2}
 
@@ -141,35 +151,26 @@ class QKVParallelLinear(ColumnParallelLinear):
         dtype: torch.dtype,
         method: LinearMethod | None = None,
     ) -> None:
-        tp = parallel.tp_size
-        self.num_heads = total_num_heads // tp
-        self.num_kv_heads = max(1, total_num_kv_heads // tp)
-        self.kv_replicas = max(1, tp // total_num_kv_heads)
-        q_size = self.num_heads * head_dim * tp
-        kv_size = self.num_kv_heads * head_dim * tp
+        self.heads = shard_heads(
+            total_num_heads, total_num_kv_heads, head_dim, parallel.tp_size, parallel.tp_rank
+        )
+        self.num_heads = self.heads.num_heads
+        self.num_kv_heads = self.heads.num_kv_heads
+        kv_pieces = self.heads.kv_pieces()
         super().__init__(
             hidden_size,
-            [q_size, kv_size, kv_size],
+            [total_num_heads * head_dim, *[total_num_kv_heads * head_dim] * 2],
             bias=bias,
             parallel=parallel,
             dtype=dtype,
             method=method,
+            pieces=[self.heads.query_pieces(), kv_pieces, kv_pieces],
         )
 
-    def weight_loader(
-        self, param: nn.Parameter, loaded: torch.Tensor, shard_id: str | int | None = None
-    ) -> None:
+    def _projection_index(self, shard_id: str | int | None) -> int:
         if not isinstance(shard_id, str) or shard_id not in self.SHARD_IDS:
             raise ValueError(f"qkv shard id must be one of q, k, v; got {shard_id!r}")
-        index = self.SHARD_IDS[shard_id]
-        size = self.shard_sizes[index]
-        rank, num_slices = self.parallel.tp_rank, self.parallel.tp_size
-        if index:  # k and v: shards beyond the number of KV heads reuse a head
-            rank //= self.kv_replicas
-            num_slices //= self.kv_replicas
-        expect_shape(loaded, (size * num_slices, *param.shape[1:]))
-        offset = sum(self.shard_sizes[:index])
-        param.data.narrow(0, offset, size).copy_(loaded.narrow(0, rank * size, size))
+        return self.SHARD_IDS[shard_id]
 
 
 class RowParallelLinear(_ParallelLinear):
@@ -184,11 +185,18 @@ class RowParallelLinear(_ParallelLinear):
         parallel: ParallelContext,
         dtype: torch.dtype,
         method: LinearMethod | None = None,
+        pieces: Sequence[Piece] | None = None,
     ) -> None:
-        if input_size % parallel.tp_size:
-            raise ValueError(f"input size {input_size} is not divisible by {parallel.tp_size}")
+        """`pieces`: the checkpoint input features this shard holds (for o_proj, its query
+        slots); by default an even split."""
+        self.total_input_size = input_size
+        self.pieces = (
+            list(pieces)
+            if pieces is not None
+            else [even_split(input_size, parallel.tp_size, parallel.tp_rank)]
+        )
         super().__init__(
-            input_size // parallel.tp_size,
+            sum(piece.size for piece in self.pieces),
             output_size,
             bias=bias,
             parallel=parallel,
@@ -203,9 +211,8 @@ class RowParallelLinear(_ParallelLinear):
             expect_shape(loaded, param.shape)
             param.data.copy_(loaded)
             return
-        size = self.input_size
-        expect_shape(loaded, (param.shape[0], size * self.parallel.tp_size))
-        param.data.copy_(loaded.narrow(1, self.parallel.tp_rank * size, size))
+        expect_shape(loaded, (param.shape[0], self.total_input_size))
+        copy_pieces(param.data, loaded, 1, self.pieces)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.method.apply(self, x, None)

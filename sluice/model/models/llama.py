@@ -68,6 +68,7 @@ class LlamaAttention(nn.Module):
             parallel=parallel,
             dtype=dtype,
             method=method(),
+            pieces=self.qkv_proj.heads.query_pieces(),
         )
         self.rotary = rotary
         self.backend = backend
@@ -243,7 +244,7 @@ class LlamaForCausalLM(nn.Module):
                     expect_shape(tensor, param.shape)
                     param.data.copy_(tensor)
                 else:
-                    loader(param, tensor.to(param.dtype), shard_id)
+                    loader(param, tensor, shard_id)  # converts only this shard's part
             except ValueError as error:
                 raise ValueError(f"checkpoint tensor {name} {error}") from error
             loaded.add(target)

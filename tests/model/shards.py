@@ -1,0 +1,72 @@
+"""Runs a function on several gloo shards, each in its own spawned process, as the server's
+shards run, and returns what each shard's call returned."""
+
+import multiprocessing
+import socket
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from sluice.distributed.parallel_context import ParallelContext
+from sluice.distributed.shard_group import MasterAddress, join_shard_group, leave_shard_group
+
+ShardFunction = Callable[..., Any]
+"""Called as function(parallel, *args) on every shard; what it returns must pickle."""
+
+
+def run_on_shards(num_shards: int, function: ShardFunction, *args: Any) -> list[Any]:
+    """Each shard's result, by rank. Raises if any shard raised, with its traceback."""
+    context = multiprocessing.get_context("spawn")
+    results = context.SimpleQueue()
+    master = MasterAddress("127.0.0.1", free_port())
+    processes = [
+        context.Process(
+            target=_shard_main, args=(rank, num_shards, master, function, args, results)
+        )
+        for rank in range(num_shards)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        by_rank: dict[int, Any] = {}
+        failures = []
+        for _ in processes:
+            rank, ok, value = results.get()
+            if ok:
+                by_rank[rank] = value
+            else:
+                failures.append(f"shard {rank}:\n{value}")
+        if failures:
+            raise AssertionError("\n".join(failures))
+        return [by_rank[rank] for rank in range(num_shards)]
+    finally:
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _shard_main(
+    rank: int,
+    num_shards: int,
+    master: MasterAddress,
+    function: ShardFunction,
+    args: tuple[Any, ...],
+    results: Any,
+) -> None:
+    torch.set_num_threads(1)  # the shards share this machine's cores
+    try:
+        parallel: ParallelContext = join_shard_group(rank, num_shards, master, torch.device("cpu"))
+        results.put((rank, True, function(parallel, *args)))
+    except BaseException:
+        results.put((rank, False, traceback.format_exc()))
+    finally:
+        leave_shard_group()
