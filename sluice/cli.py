@@ -19,6 +19,7 @@ from sluice.config import (
     ModelConfig,
     SchedulerConfig,
     ServerConfig,
+    ShardingConfig,
     SluiceConfig,
 )
 from sluice.errors import ConfigError, ModelLoadError
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 SECTIONS: dict[str, type] = {
     "model": ModelConfig,
+    "sharding": ShardingConfig,
     "scheduler": SchedulerConfig,
     "server": ServerConfig,
     "api": ApiConfig,
@@ -45,6 +47,16 @@ QUANTIZE_CHOICES = (
     "fp8",
     "gguf",
 )
+
+
+SWITCH_VALUES = {"true": True, "1": True, "false": False, "0": False}
+
+
+def boolean(text: str) -> bool:
+    """A flag's true/false value, as TGI's `--sharded true`."""
+    if text.lower() not in SWITCH_VALUES:
+        raise ValueError(text)
+    return SWITCH_VALUES[text.lower()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +96,41 @@ SERVE_FLAGS = (
         "weight quantization (default: from the checkpoint)",
         choices=QUANTIZE_CHOICES,
     ),
-    Flag("--num-shard", "NUM_SHARD", "model.num_shard", "tensor-parallel shards", int),
+    Flag(
+        "--num-shard",
+        "NUM_SHARD",
+        "sharding.num_shard",
+        "tensor-parallel shards over all hosts (default: 1)",
+        int,
+    ),
+    Flag(
+        "--sharded",
+        "SHARDED",
+        "sharding.sharded",
+        "true: shard over every visible GPU; false: never shard",
+        boolean,
+    ),
+    Flag("--nnodes", "NNODES", "sharding.nnodes", "hosts the shards spread over (default: 1)", int),
+    Flag(
+        "--node-rank",
+        "NODE_RANK",
+        "sharding.node_rank",
+        "this host's index; host 0 serves HTTP (default: 0)",
+        int,
+    ),
+    Flag(
+        "--master-addr",
+        "MASTER_ADDR",
+        "sharding.master_addr",
+        "address of host 0, where the shards meet (default: localhost)",
+    ),
+    Flag(
+        "--master-port",
+        "MASTER_PORT",
+        "sharding.master_port",
+        "port on host 0 where the shards meet (default: 29500)",
+        int,
+    ),
     Flag(
         "--trust-remote-code",
         "TRUST_REMOTE_CODE",
@@ -253,7 +299,6 @@ SERVE_FLAGS = (
         float,
     ),
 )
-SWITCH_VALUES = {"true": True, "1": True, "false": False, "0": False}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

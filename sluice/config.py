@@ -25,8 +25,25 @@ class ModelConfig:
     """Allow a checkpoint's own Python code to run (TGI: TRUST_REMOTE_CODE)."""
     quantize: str | None = None
     """Weight quantization method; None detects it from the checkpoint (TGI: QUANTIZE)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShardingConfig:
+    """Tensor parallelism over the devices of one host or of several (see
+    distributed/topology.py, which also reads torchrun's environment)."""
+
     num_shard: int | None = None
-    """Tensor-parallel shards (TGI: NUM_SHARD)."""
+    """Shards over all hosts (TGI: NUM_SHARD); None: 1, or every GPU with `sharded`."""
+    sharded: bool | None = None
+    """TGI's SHARDED: true shards over every visible GPU, false forbids sharding."""
+    nnodes: int = 1
+    """Hosts the shards spread over, each running num_shard / nnodes (vLLM's name)."""
+    node_rank: int = 0
+    """This host's index among them; host 0 serves HTTP (vLLM's name)."""
+    master_addr: str = "localhost"
+    """Where host 0's first shard listens for the others (TGI: MASTER_ADDR)."""
+    master_port: int = 29500
+    """(TGI: MASTER_PORT)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +119,7 @@ class ApiConfig:
 @dataclass(frozen=True, slots=True)
 class SluiceConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
+    sharding: ShardingConfig = field(default_factory=ShardingConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
@@ -128,8 +146,7 @@ def check_config(config: SluiceConfig) -> None:
         raise ConfigError(f"`--dtype` must be one of {', '.join(DTYPES)}; got {config.model.dtype}")
     if not 0 < config.server.port < 65536:
         raise ConfigError(f"`--port` must be between 1 and 65535; got {config.server.port}")
-    if config.model.num_shard is not None:
-        _require_positive("--num-shard", config.model.num_shard)
+    _check_sharding(config.sharding)
     api = config.api
     for flag, value in (
         ("--max-best-of", api.max_best_of),
@@ -213,6 +230,30 @@ def derive_limits(
         block_size=block_size,
         num_kv_blocks=kv_capacity_tokens // block_size,
     )
+
+
+def _check_sharding(sharding: ShardingConfig) -> None:
+    if sharding.num_shard is not None:
+        _require_positive("--num-shard", sharding.num_shard)
+    if sharding.sharded is True and sharding.num_shard is not None and sharding.num_shard <= 1:
+        raise ConfigError("`sharded` is true but `num_shard` <= 1")
+    if sharding.sharded is False and (sharding.num_shard or 1) > 1:
+        raise ConfigError(f"`sharded` is false but `num_shard` is {sharding.num_shard}")
+    _require_positive("--nnodes", sharding.nnodes)
+    if not 0 <= sharding.node_rank < sharding.nnodes:
+        raise ConfigError(
+            f"`--node-rank` must be between 0 and `--nnodes` - 1 ({sharding.nnodes - 1}); "
+            f"got {sharding.node_rank}"
+        )
+    if sharding.nnodes > 1 and (sharding.num_shard or 1) % sharding.nnodes:
+        raise ConfigError(
+            f"`--num-shard` ({sharding.num_shard or 1}) counts the shards of all hosts and must "
+            f"divide by `--nnodes` ({sharding.nnodes})"
+        )
+    if not 0 < sharding.master_port < 65536:
+        raise ConfigError(
+            f"`--master-port` must be between 1 and 65535; got {sharding.master_port}"
+        )
 
 
 def _require_positive(flag: str, value: int) -> None:

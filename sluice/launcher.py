@@ -1,10 +1,12 @@
-"""Starts `sluice serve`: resolves the model, spawns the engine process, runs the HTTP server in
-this process, and watches the engine. If the engine dies, the server stops with exit code 1."""
+"""Starts `sluice serve`: resolves the model, spawns the engine process (and, when the model is
+sharded, this host's other shards), runs the HTTP server in this process, and watches them.
+If any dies, the server stops with exit code 1. On a host other than host 0 it runs that
+host's shards only, and exits when they do."""
 
 import asyncio
 import logging
 import multiprocessing
-from multiprocessing.process import BaseProcess
+import os
 
 import uvicorn
 from transformers import PreTrainedTokenizerBase
@@ -14,12 +16,14 @@ from sluice.api.metrics import ServerMetrics
 from sluice.api.state import ServingState
 from sluice.api.tracing import start_tracing
 from sluice.config import SluiceConfig
+from sluice.distributed.topology import Topology, resolve_topology
 from sluice.engine.process import EngineLaunch, run_engine_process
 from sluice.engine.support import check_engine_support
 from sluice.errors import ConfigError
 from sluice.frontend.engine_client import EngineClient
 from sluice.frontend.tokenizer import eos_token_ids, load_tokenizer
 from sluice.ipc.transport import FrontendChannel, IpcAddresses
+from sluice.shard_processes import ProcessWatch, run_shards_only
 from sluice.weights.sources import ResolvedModel, resolve_model
 
 logger = logging.getLogger(__name__)
@@ -28,24 +32,39 @@ WATCH_INTERVAL_S = 0.2
 
 
 def serve(config: SluiceConfig) -> int:
-    """Serve until interrupted (exit code 0) or until the engine dies (exit code 1)."""
+    """Serve until interrupted (exit code 0) or until the engine or a shard dies (exit code
+    1)."""
+    topology = resolve_topology(config.sharding, os.environ)
     resolved = resolve_model(config.model.model_id, config.model.revision, show_progress=True)
     if config.model.trust_remote_code:
         logger.warning("--trust-remote-code is on: the checkpoint's own Python code may run")
-    check_engine_support(config.model, resolved)
-    speculator = _resolve_speculator(config)
+    check_engine_support(config.model, resolved, topology)
+    if not topology.serves_api:
+        return run_shards_only(config, resolved.path, topology)
+    speculator = _resolve_speculator(config, topology)
     speculator_path = None if speculator is None else speculator.path
     addresses = IpcAddresses.in_new_temp_dir()
     channel = FrontendChannel(addresses)
+    spawn = multiprocessing.get_context("spawn")
     # Started before the tokenizer loads: the engine's imports and model load, the longest part
     # of a start, then run beside the rest of this process's set-up.
-    engine = multiprocessing.get_context("spawn").Process(
+    engine = spawn.Process(
         target=run_engine_process,
-        args=(EngineLaunch(config, resolved.path, addresses, speculator_path),),
+        args=(
+            EngineLaunch(
+                config,
+                resolved.path,
+                addresses,
+                speculator_path,
+                placement=topology.placement(0) if topology.world_size > 1 else None,
+            ),
+        ),
         name="sluice-engine",
         daemon=True,
     )
     engine.start()
+    processes = ProcessWatch({"engine process": engine})
+    processes.start_shards(config, resolved.path, topology, first_index=1)
     tracer_provider = None
     try:
         tokenizer = load_tokenizer(resolved.path, trust_remote_code=config.model.trust_remote_code)
@@ -59,7 +78,7 @@ def serve(config: SluiceConfig) -> int:
             tokenizer=tokenizer,
             eos_token_ids=eos_token_ids(resolved.path, tokenizer),
             client=EngineClient(
-                channel, is_engine_alive=engine.is_alive, on_step=metrics.observe_step
+                channel, engine_failure=processes.failure, on_step=metrics.observe_step
             ),
             metrics=metrics,
         )
@@ -78,23 +97,21 @@ def serve(config: SluiceConfig) -> int:
             tracer_provider = start_tracing(
                 config.server.otlp_endpoint, config.server.otlp_service_name
             )
-        return asyncio.run(_serve_while_engine_lives(server, engine, state.client))
+        return asyncio.run(_serve_while_engine_lives(server, state.client))
     finally:
         if tracer_provider is not None:
             tracer_provider.shutdown()
-        if engine.is_alive():
-            engine.terminate()
-            engine.join(timeout=10)
+        processes.stop()
         channel.close()
 
 
-def _resolve_speculator(config: SluiceConfig) -> ResolvedModel | None:
+def _resolve_speculator(config: SluiceConfig, topology: Topology) -> ResolvedModel | None:
     """The draft model (`--speculator-model-id`), checked to be one the engine can run."""
     model_id = config.scheduler.speculator_model_id
     if model_id is None:
         return None
     resolved = resolve_model(model_id, None, show_progress=True)
-    check_engine_support(config.model, resolved)
+    check_engine_support(config.model, resolved, topology)
     return resolved
 
 
@@ -112,9 +129,7 @@ def _check_speculator_vocabulary(
         )
 
 
-async def _serve_while_engine_lives(
-    server: uvicorn.Server, engine: BaseProcess, client: EngineClient
-) -> int:
+async def _serve_while_engine_lives(server: uvicorn.Server, client: EngineClient) -> int:
     server_task = asyncio.create_task(server.serve())
     exit_code = 0
     while not server_task.done():

@@ -132,3 +132,6 @@ class Info(BaseModel):
     version: str
     sha: str | None
     docker_label: str | None
+    num_shard: int
+    """sluice's extra: tensor-parallel shards over all hosts (TGI reports them only in
+    x-compute-type)."""

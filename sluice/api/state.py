@@ -40,8 +40,10 @@ class ServingState:
         """TGI's x-compute-type: COMPUTE_TYPE when set, else `<shards>-<device>`."""
         if self.config.server.compute_type is not None:
             return self.config.server.compute_type
-        device = self.client.ready_info.device if self.client.ready_info else "unknown"
-        return f"{self.config.model.num_shard or 1}-{device}"
+        ready = self.client.ready_info
+        if ready is None:
+            return f"{self.config.sharding.num_shard or 1}-unknown"
+        return f"{ready.num_shard}-{ready.device}"
 
     def take_permit(self) -> None:
         """Count a request in flight, or refuse it (429) at the limit."""

@@ -71,6 +71,7 @@ async def info(request: Request) -> Info:
         version=__version__,
         sha=None,
         docker_label=None,
+        num_shard=ready.num_shard,
     )
 
 

@@ -19,12 +19,14 @@ class ShardLost(RuntimeError):
 class ParallelContext:
     tp_rank: int = 0
     tp_size: int = 1
+    group: dist.ProcessGroup | None = None
+    """The shards' group for the model's collectives; None: the default group."""
 
     def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum `tensor` over the shards, in place."""
         if self.tp_size > 1:
             try:
-                dist.all_reduce(tensor)
+                dist.all_reduce(tensor, group=self.group)
             except RuntimeError as error:
                 raise ShardLost(f"all-reduce failed: {error}") from error
         return tensor
@@ -35,7 +37,7 @@ class ParallelContext:
             return tensor
         parts = [torch.empty_like(tensor) for _ in range(self.tp_size)]
         try:
-            dist.all_gather(parts, tensor.contiguous())
+            dist.all_gather(parts, tensor.contiguous(), group=self.group)
         except RuntimeError as error:
             raise ShardLost(f"all-gather failed: {error}") from error
         return torch.cat(parts, dim=-1)

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from sluice.distributed.parallel_context import ParallelContext, ShardLost
+from sluice.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -38,32 +39,59 @@ class MasterAddress:
     port: int
 
 
+@dataclass(frozen=True, slots=True)
+class ShardGroups:
+    """What a shard talks to the others through once it has joined."""
+
+    parallel: ParallelContext
+    """The model's collectives (NCCL on CUDA, gloo on CPU), failing after
+    `COLLECTIVE_TIMEOUT_S`."""
+    plans: dist.ProcessGroup
+    """A gloo group for messages that live on the CPU (the step plans), with the same
+    timeout, whatever backend the model's tensors use."""
+
+
 def join_shard_group(
     rank: int, world_size: int, master: MasterAddress, device: torch.device
-) -> ParallelContext:
-    """Connect to the other shards; returns once all `world_size` have joined."""
+) -> ShardGroups:
+    """Connect to the other shards; returns once all `world_size` have joined (waiting up to
+    `START_TIMEOUT_S`, since the hosts of a multi-host server start by hand)."""
     _choose_socket_interface(master.host)
-    dist.init_process_group(
-        "nccl" if device.type == "cuda" else "gloo",
-        init_method=f"tcp://{_url_host(master.host)}:{master.port}",
-        rank=rank,
-        world_size=world_size,
-        timeout=timedelta(seconds=START_TIMEOUT_S),
+    try:
+        dist.init_process_group(
+            "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo",
+            init_method=f"tcp://{_url_host(master.host)}:{master.port}",
+            rank=rank,
+            world_size=world_size,
+            timeout=timedelta(seconds=START_TIMEOUT_S),
+        )
+    except dist.DistNetworkError as error:
+        raise ConfigError(
+            f"shard {rank} cannot meet the others at {master.host}:{master.port} ({error}); "
+            "if another server uses that port, pass another `--master-port`"
+        ) from None
+    timeout = timedelta(seconds=COLLECTIVE_TIMEOUT_S)
+    model_group = dist.new_group(
+        backend="nccl" if device.type == "cuda" else "gloo", timeout=timeout
     )
-    return ParallelContext(rank, world_size)
+    plans = dist.new_group(backend="gloo", timeout=timeout)
+    return ShardGroups(ParallelContext(rank, world_size, model_group), plans)
 
 
-def cpu_group(timeout_s: float = COLLECTIVE_TIMEOUT_S) -> dist.ProcessGroup:
-    """A gloo group over every shard, for messages that live on the CPU (the step plans),
-    whatever backend the tensors use."""
-    return dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
+def wait_for_all_shards() -> None:
+    """Block until every shard gets here: start-up steps that take each shard its own time
+    (loading weights) end with this, under the long start-up timeout."""
+    try:
+        dist.barrier()
+    except RuntimeError as error:
+        raise ShardLost(f"a shard did not finish starting: {error}") from error
 
 
-def min_over_shards(value: int, group: dist.ProcessGroup | None = None) -> int:
+def min_over_shards(value: int) -> int:
     """The smallest of every shard's `value` (e.g. how many KV blocks each can hold)."""
     tensor = torch.tensor([value], dtype=torch.int64)
     try:
-        dist.all_reduce(tensor, op=dist.ReduceOp.MIN, group=group)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
     except RuntimeError as error:
         raise ShardLost(f"cannot agree with the other shards: {error}") from error
     return int(tensor.item())

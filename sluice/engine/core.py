@@ -2,14 +2,17 @@
 
 Runs in its own process so that the model never waits on HTTP work and streaming never waits
 on the model. When a step raises, its requests are run again one by one, so that only the
-request that fails again ends with an error; the others and the loop carry on. Requests with a
-grammar get their token masks computed beside each step's forward pass (engine/grammar.py)."""
+request that fails again ends with an error; the others and the loop carry on. A lost shard
+(`ShardLost`) is not retried: it ends the engine. Requests with a grammar get their token
+masks computed beside each step's forward pass (engine/grammar.py)."""
 
 import logging
 import os
 import time
 from concurrent.futures import Future, wait
 
+from sluice.distributed.parallel_context import ShardLost
+from sluice.engine.executor import Executor
 from sluice.engine.grammar import GrammarMatchers
 from sluice.engine.request import Request
 from sluice.engine.scheduler import Scheduler
@@ -22,7 +25,6 @@ from sluice.ipc.messages import (
     StepStats,
 )
 from sluice.ipc.transport import EngineChannel
-from sluice.model.runner import ModelRunner
 from sluice.model.sampling.sampler import TokenMasks
 from sluice.model.step import RequestId, RunnerOutput, SampledToken, ScheduledRequest, StepPlan
 
@@ -35,16 +37,17 @@ class EngineCore:
     def __init__(
         self,
         scheduler: Scheduler,
-        runner: ModelRunner,
+        executor: Executor,
         channel: EngineChannel,
         grammars: GrammarMatchers | None = None,
     ) -> None:
         self.scheduler = scheduler
-        self.runner = runner
+        self.executor = executor
         self.channel = channel
         self.grammars = grammars
         """None when grammar support is off: a request with a grammar then fails."""
         self.num_steps = 0
+        self._stop_requested = False
         self._refused: list[RequestOutput] = []
         """Requests ended before scheduling (a grammar that did not compile), sent next step."""
 
@@ -53,15 +56,24 @@ class EngineCore:
         return self.scheduler.has_work or bool(self._refused)
 
     def run_forever(self) -> None:
-        """Serve until the API process (our parent) goes away."""
+        """Serve until the API process (our parent) goes away or a stop is requested."""
         parent_pid = os.getppid()
-        while os.getppid() == parent_pid:
+        while os.getppid() == parent_pid and not self._stop_requested:
             timeout = 0 if self.has_work else IDLE_POLL_MS
             for message in self.channel.receive(timeout):
                 self.handle(message)
             if self.has_work:
                 self.channel.send(self.step())
-        logger.info("API process is gone; engine exits")
+            else:
+                self.executor.keep_alive()
+        logger.info(
+            "engine exits: %s", "stop requested" if self._stop_requested else "API process is gone"
+        )
+        self.executor.stop()
+
+    def request_stop(self) -> None:
+        """Stop after the step under way (safe to call from a signal handler)."""
+        self._stop_requested = True
 
     def handle(self, message: EngineInput) -> None:
         match message:
@@ -98,7 +110,9 @@ class EngineCore:
         that ran, its output, and an error message per request that failed on its own."""
         masks = self._masks(plan)
         try:
-            return plan, self.runner.execute(plan, masks), {}
+            return plan, self.executor.execute(plan, masks), {}
+        except ShardLost:
+            raise
         except Exception:
             logger.exception("step %d failed; running its requests one by one", self.num_steps)
         if masks is not None:
@@ -109,7 +123,9 @@ class EngineCore:
         for request in plan.requests:
             try:
                 alone = StepPlan((request,))
-                output = self.runner.execute(alone, self._masks(alone))
+                output = self.executor.execute(alone, self._masks(alone))
+            except ShardLost:
+                raise
             except Exception as error:  # this request fails; the step's others carry on
                 logger.exception("request %s failed", request.request_id)
                 errors[request.request_id] = f"{type(error).__name__}: {error}"

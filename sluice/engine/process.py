@@ -3,6 +3,7 @@ then run the busy loop. Any start-up failure is reported to the API process as o
 
 import logging
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -15,13 +16,17 @@ from transformers import PretrainedConfig
 
 from sluice.config import SchedulerConfig, SluiceConfig, derive_limits
 from sluice.cpu import bfloat16_support
-from sluice.distributed.parallel_context import SINGLE_DEVICE
+from sluice.distributed.parallel_context import SINGLE_DEVICE, ShardLost
+from sluice.distributed.shard_group import leave_shard_group, wait_for_all_shards
+from sluice.distributed.topology import ShardPlacement
 from sluice.engine.core import EngineCore
 from sluice.engine.drafts import Drafter
+from sluice.engine.executor import Executor, LocalExecutor, ShardedExecutor
 from sluice.engine.grammar import GrammarMatchers, load_grammar_matchers
 from sluice.engine.kv_cache.manager import KVCacheManager
+from sluice.engine.plan_broadcast import PlanBroadcast
 from sluice.engine.scheduler import Scheduler, SchedulerLimits
-from sluice.engine.warmup import kv_capacity_tokens, warm_up
+from sluice.engine.shard_setup import BLOCK_SIZE, join_shards, load_shard, size_kv_cache
 from sluice.errors import ConfigError, SluiceError
 from sluice.ipc.messages import EngineFailed, EngineReady
 from sluice.ipc.transport import EngineChannel, IpcAddresses
@@ -29,14 +34,13 @@ from sluice.log import configure_logging
 from sluice.model.attention.paged import PagedAttentionBackend
 from sluice.model.batch_invariance import model_is_batch_invariant
 from sluice.model.kv_cache import KVCacheSpec
-from sluice.model.loader import load_model, read_hf_config, resolve_dtype
+from sluice.model.loader import load_model, read_hf_config
 from sluice.model.runner import ModelRunner
 from sluice.quantization.scheme import packed_kernel_dtype, resolve_scheme
 from sluice.speculative.draft_model import DraftModel
 
 logger = logging.getLogger(__name__)
 
-BLOCK_SIZE = 16
 PROMPT_TOKENS_WHILE_DECODING = {"cpu": 128, "cuda": 1024}
 """Per device: a CPU step's time grows with every token; a GPU step's barely does until a
 few hundred tokens, so it can take bigger chunks for the same inter-token latency."""
@@ -56,6 +60,8 @@ class EngineLaunch:
     speculator_path: Path | None = None
     """The draft model's directory (`--speculator-model-id`), checked to share the
     tokenizer."""
+    placement: ShardPlacement | None = None
+    """Rank 0's place among the shards; None when the model is not sharded."""
 
 
 def run_engine_process(launch: EngineLaunch) -> None:
@@ -69,8 +75,15 @@ def run_engine_process(launch: EngineLaunch) -> None:
         logger.exception("engine failed to start")
         _report_failure(channel, str(error))
     channel.send(ready)
-    core.run_forever()
-    channel.close()
+    signal.signal(signal.SIGTERM, lambda *_: core.request_stop())
+    try:
+        core.run_forever()
+    except ShardLost as error:
+        logger.error("lost a shard, exiting: %s", error)
+        sys.exit(1)
+    finally:
+        channel.close()
+        leave_shard_group()
 
 
 def _report_failure(channel: EngineChannel, message: str) -> NoReturn:
@@ -80,65 +93,32 @@ def _report_failure(channel: EngineChannel, message: str) -> NoReturn:
 
 
 def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineCore, EngineReady]:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model_config = launch.config.model
-    dtype = resolve_dtype(model_config.dtype, device)
-    kernel_dtype = packed_kernel_dtype(model_config.dtype, dtype, device)
-    backend = PagedAttentionBackend()
-    hf_config = read_hf_config(launch.model_path, trust_remote_code=model_config.trust_remote_code)
-    model = load_model(
-        launch.model_path,
-        hf_config,
-        dtype=dtype,
-        device=device,
-        parallel=SINGLE_DEVICE,
-        backend=backend,
-        quantization=resolve_scheme(
-            model_config.quantize, launch.model_path, kernel_dtype=kernel_dtype
-        ),
-    )
+    device, groups = join_shards(launch.placement)
+    num_local = launch.placement.num_local if launch.placement is not None else 1
+    shard = load_shard(launch.config, launch.model_path, device, groups, num_local)
+    hf_config, dtype = shard.hf_config, shard.dtype
     if device.type == "cpu" and dtype == torch.bfloat16:
-        _log_batch_invariance(model)
-    spec = KVCacheSpec.for_model(hf_config, dtype)
-    draft = _load_draft(launch, hf_config, dtype, device, backend)
+        _log_batch_invariance(shard.model)
+    draft = _load_draft(launch, hf_config, dtype, device, shard.backend)
     sched_config = launch.config.scheduler
     _warn_of_ignored_flags(sched_config)
-    warmup = warm_up(
-        model,
-        backend,
-        spec,
-        device,
-        num_tokens=sched_config.max_batch_prefill_tokens,
-        max_positions=hf_config.max_position_embeddings,
-        block_size=BLOCK_SIZE,
-    )
-    bytes_per_token = spec.bytes_per_token + (draft[1].bytes_per_token if draft else 0)
-    capacity = sched_config.max_batch_total_tokens or kv_capacity_tokens(
-        bytes_per_token, device, warmup
-    )
-    num_blocks = capacity // BLOCK_SIZE
+    draft_bytes_per_token = draft[1].bytes_per_token if draft else 0
+    size = size_kv_cache(shard, launch.config, extra_bytes_per_token=draft_bytes_per_token)
+    num_blocks = size.num_blocks
     limits = derive_limits(
         sched_config,
         kv_capacity_tokens=num_blocks * BLOCK_SIZE,
         max_position_embeddings=hf_config.max_position_embeddings,
         block_size=BLOCK_SIZE,
     )
-    kv_caches = spec.allocate(num_blocks, BLOCK_SIZE, device)
+    kv_caches = shard.spec.allocate(num_blocks, BLOCK_SIZE, device)
     prefix_caching = prefix_caching_enabled(os.environ.get("PREFIX_CACHING"))
-    logger.info(
-        "warm-up: a %d-token prefill took %.1fs; activations of a %d-token step: %.0f MB%s",
-        warmup.measured_tokens,
-        warmup.duration_s,
-        warmup.num_tokens,
-        warmup.activation_bytes / 1e6,
-        "" if warmup.measured_tokens == warmup.num_tokens else " (estimated, see warmup.py)",
-    )
     logger.info(
         "KV cache: %d blocks of %d tokens (%.0f MB), prefix caching %s; "
         "max_input_tokens=%d max_total_tokens=%d",
         num_blocks,
         BLOCK_SIZE,
-        num_blocks * BLOCK_SIZE * bytes_per_token / 1e6,
+        num_blocks * BLOCK_SIZE * (shard.spec.bytes_per_token + draft_bytes_per_token) / 1e6,
         "on" if prefix_caching else "off",
         limits.max_input_tokens,
         limits.max_total_tokens,
@@ -147,8 +127,8 @@ def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineC
     if draft is not None:
         draft_net, draft_spec = draft
         draft_caches = draft_spec.allocate(num_blocks, BLOCK_SIZE, device)
-        draft_model = DraftModel(draft_net, backend, draft_caches, BLOCK_SIZE, device)
-    runner = ModelRunner(model, backend, kv_caches, BLOCK_SIZE, device, draft_model)
+        draft_model = DraftModel(draft_net, shard.backend, draft_caches, BLOCK_SIZE, device)
+    runner = ModelRunner(shard.model, shard.backend, kv_caches, BLOCK_SIZE, device, draft_model)
     scheduler = Scheduler(
         SchedulerLimits(
             max_step_tokens=limits.max_batch_prefill_tokens,
@@ -164,8 +144,18 @@ def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineC
         if sched_config.speculate
         else None,
     )
-    ready = EngineReady(limits=limits, dtype=str(dtype).removeprefix("torch."), device=device.type)
-    return EngineCore(scheduler, runner, channel, _grammar_matchers(launch, hf_config)), ready
+    grammars = _grammar_matchers(launch, hf_config)
+    executor: Executor = LocalExecutor(runner)
+    if groups is not None:
+        wait_for_all_shards()  # the others wait here for rank 0 to be ready to serve
+        executor = ShardedExecutor(runner, PlanBroadcast(groups.plans))
+    ready = EngineReady(
+        limits=limits,
+        dtype=str(dtype).removeprefix("torch."),
+        device=device.type,
+        num_shard=groups.parallel.tp_size if groups is not None else 1,
+    )
+    return EngineCore(scheduler, executor, channel, grammars), ready
 
 
 def _log_batch_invariance(model: nn.Module) -> None:

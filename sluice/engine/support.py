@@ -1,10 +1,14 @@
 """Refuses, before anything heavy is loaded, a model or launcher setting the engine cannot
 serve: an unknown architecture, code the user did not trust, a quantization that does not
-match the checkpoint, more shards than devices. Each refusal is one line naming what to pass."""
+match the checkpoint, more shards than devices, head counts that cannot be sharded. Each
+refusal is one line naming what to pass."""
 
 import torch
+from transformers import PretrainedConfig
 
 from sluice.config import ModelConfig
+from sluice.distributed.sharding import even_split, shard_heads
+from sluice.distributed.topology import Topology
 from sluice.errors import ConfigError, ModelLoadError
 from sluice.model.loader import read_hf_config
 from sluice.model.models.registry import model_class_for
@@ -12,8 +16,10 @@ from sluice.quantization.scheme import resolve_scheme
 from sluice.weights.sources import ResolvedModel
 
 
-def check_engine_support(config: ModelConfig, resolved: ResolvedModel) -> None:
-    check_num_shard(config.num_shard)
+def check_engine_support(
+    config: ModelConfig, resolved: ResolvedModel, topology: Topology | None = None
+) -> None:
+    """`topology`: the shards to check the model against (None: one)."""
     try:
         hf_config = read_hf_config(resolved.path, trust_remote_code=config.trust_remote_code)
         model_class_for(hf_config.architectures)
@@ -22,14 +28,40 @@ def check_engine_support(config: ModelConfig, resolved: ResolvedModel) -> None:
         if "trust_remote_code" in str(error):
             message = "it ships its own code; pass `--trust-remote-code` to allow running it"
         raise ModelLoadError(f"model {resolved.model_id}: {message}") from None
-    resolve_scheme(config.quantize, resolved.path)
+    scheme = resolve_scheme(config.quantize, resolved.path)
+    if topology is not None and topology.world_size > 1:
+        _check_sharding(topology, hf_config, resolved.model_id, quantized=scheme is not None)
 
 
-def check_num_shard(num_shard: int | None) -> None:
-    if num_shard is None or num_shard == 1:
-        return
-    devices = torch.cuda.device_count() if torch.cuda.is_available() else 1
-    kind = "CUDA devices" if torch.cuda.is_available() else "device (no CUDA devices)"
-    if num_shard > devices:
-        raise ConfigError(f"`--num-shard` is {num_shard} but only found {devices} {kind}")
-    raise ConfigError("tensor parallelism (`--num-shard` > 1) is not supported by this server yet")
+def _check_sharding(
+    topology: Topology, hf_config: PretrainedConfig, model_id: str, *, quantized: bool
+) -> None:
+    world_size = topology.world_size
+    if torch.cuda.is_available():
+        devices = torch.cuda.device_count()
+        last_index = topology.placement(topology.num_local - 1).local_index
+        if last_index >= devices:
+            raise ConfigError(
+                f"this host runs {last_index + 1} shards but only found {devices} CUDA devices"
+            )
+    if quantized:
+        raise ConfigError(
+            "sharding a quantized model is not supported yet: serve it with `--num-shard 1`"
+        )
+    head_dim = getattr(hf_config, "head_dim", None) or (
+        hf_config.hidden_size // hf_config.num_attention_heads
+    )
+    try:
+        for rank in range(world_size):
+            shard_heads(
+                hf_config.num_attention_heads,
+                hf_config.num_key_value_heads,
+                head_dim,
+                world_size,
+                rank,
+            )
+        even_split(hf_config.intermediate_size, world_size, 0)
+    except ValueError as error:
+        raise ConfigError(
+            f"model {model_id} cannot be split into {world_size} shards: {error}"
+        ) from None

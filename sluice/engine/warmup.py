@@ -129,16 +129,23 @@ def _run_prefill(
     return growth.bytes, duration_s
 
 
-def kv_capacity_tokens(bytes_per_token: int, device: torch.device, warmup: Warmup) -> int:
+def kv_capacity_tokens(
+    bytes_per_token: int, device: torch.device, warmup: Warmup, *, memory_share: float = 1.0
+) -> int:
     """KV tokens of `bytes_per_token` each (the model's, plus a draft model's if there is one)
     that fit in the memory left once the models are loaded, keeping room for the activations
-    of the largest step."""
+    of the largest step. `memory_share`: this process's part of a CPU host's memory, which
+    the host's shards divide."""
     if device.type == "cuda":
         free_bytes, total_bytes = torch.cuda.mem_get_info(device)
         budget = free_bytes - int((1 - CUDA_MEMORY_FRACTION) * total_bytes)
     else:
-        budget = min(
-            int(_available_memory_bytes() * CPU_KV_CACHE_MEMORY_FRACTION), CPU_KV_CACHE_MAX_BYTES
+        budget = int(
+            memory_share
+            * min(
+                int(_available_memory_bytes() * CPU_KV_CACHE_MEMORY_FRACTION),
+                CPU_KV_CACHE_MAX_BYTES,
+            )
         )
     return max(0, budget - warmup.activation_bytes) // bytes_per_token
 

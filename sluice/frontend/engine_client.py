@@ -28,11 +28,13 @@ class EngineClient:
         self,
         channel: FrontendChannel,
         *,
-        is_engine_alive: Callable[[], bool],
+        engine_failure: Callable[[], str | None],
         on_step: StatsListener | None = None,
     ) -> None:
+        """`engine_failure`: why the engine, or one of its shards, is gone; None while they
+        all run."""
         self._channel = channel
-        self._is_engine_alive = is_engine_alive
+        self._engine_failure = engine_failure
         self._on_step = on_step
         self._streams: dict[str, asyncio.Queue[RequestOutput | Exception]] = {}
         self.ready = asyncio.Event()
@@ -52,9 +54,11 @@ class EngineClient:
         return self.ready.is_set() and self.failure is None
 
     def check_engine(self) -> None:
-        """Notice a dead engine process now rather than at the next output."""
-        if self.failure is None and not self._is_engine_alive():
-            self.mark_dead("engine process exited")
+        """Notice a dead engine process or shard now rather than at the next output."""
+        if self.failure is None:
+            failure = self._engine_failure()
+            if failure is not None:
+                self.mark_dead(failure)
 
     async def run_output_loop(self) -> None:
         """Route engine outputs until the channel closes."""

@@ -91,6 +91,8 @@ class EngineReady(msgspec.Struct, frozen=True, tag="ready"):
     limits: ServingLimits
     dtype: str
     device: str
+    num_shard: int = 1
+    """Tensor-parallel shards over all hosts."""
 
 
 class EngineFailed(msgspec.Struct, frozen=True, tag="failed"):

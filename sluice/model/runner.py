@@ -52,23 +52,49 @@ class ModelRunner:
         self._token_counts = TokenCounts(model.config.vocab_size, device)
         self._prompt_logprobs = PromptLogprobs()
 
-    @torch.inference_mode()
     def execute(
         self, plan: StepPlan, token_masks: Future[TokenMasks] | None = None
     ) -> RunnerOutput:
         """Run the plan. `token_masks` brings the grammar masks of its sampling rows, computed
         elsewhere while the forward pass runs; the runner waits for them only to sample."""
+        return self.run(self.prepare(plan), token_masks)
+
+    @torch.inference_mode()
+    def prepare(self, plan: StepPlan) -> StepPlan:
+        """Drop the state of finished requests and, with a draft model, fill in the plan's
+        drafts: the plan as the forward pass will run it, which the other shards receive."""
         if plan.finished_request_ids:
             self._drop(plan.finished_request_ids)
+        if self.draft_model is None or not plan.requests:
+            return plan
+        return self.draft_model.propose(plan)
+
+    @torch.inference_mode()
+    def run(self, plan: StepPlan, token_masks: Future[TokenMasks] | None = None) -> RunnerOutput:
+        """Run a prepared plan: forward, then sample or verify."""
         if not plan.requests:
             return RunnerOutput(sampled=())
         if self.draft_model is None:
             return self._run(plan, token_masks)
-        plan = self.draft_model.propose(plan)
         started = time.perf_counter()
         output = self._run(plan, token_masks)
         self.draft_model.observe_target_step(time.perf_counter() - started)
         return output
+
+    @torch.inference_mode()
+    def follow(self, plan: StepPlan) -> None:
+        """On a shard other than rank 0: run the plan's forward pass and the LM head on the
+        rows rank 0 computes logits for, taking part in their collectives; rank 0 samples."""
+        if plan.finished_request_ids:
+            self._drop(plan.finished_request_ids)
+        if not plan.requests:
+            return
+        hidden = self.forward(plan)
+        if any(r.wants_prompt_logprobs for r in plan.requests):
+            self._prompt_logprobs.compute(plan.requests, hidden, self.model.compute_logits)
+        rows = _logit_rows(plan.requests)
+        if rows:
+            self.model.compute_logits(hidden[torch.tensor(rows, device=self.device)])
 
     def _run(self, plan: StepPlan, token_masks: Future[TokenMasks] | None) -> RunnerOutput:
         """The target's part of a step: forward, then sample or verify."""
@@ -78,14 +104,7 @@ class ModelRunner:
         sampling = [r for r in requests if r.sampling is not None]
         if not sampling:
             return RunnerOutput(sampled=())
-        # Each sampling request's last position, and before it one per draft it verifies.
-        ends = torch.tensor([len(r.token_ids) for r in requests]).cumsum(0).tolist()
-        rows = [
-            row
-            for end, r in zip(ends, requests, strict=True)
-            if r.sampling is not None
-            for row in range(end - 1 - r.num_draft_tokens, end)
-        ]
+        rows = _logit_rows(requests)
         logits = self.model.compute_logits(hidden[torch.tensor(rows, device=self.device)])
         masks = token_masks.result() if token_masks is not None else None
         if not any(r.num_draft_tokens for r in sampling):
@@ -232,3 +251,15 @@ class ModelRunner:
             generator.manual_seed(sampling.seed)
             self._generators[request.request_id] = generator
         return generator
+
+
+def _logit_rows(requests: Sequence[ScheduledRequest]) -> list[int]:
+    """The rows of the step's hidden states that get logits: each sampling request's last
+    position and, before it, one per draft it verifies."""
+    ends = torch.tensor([len(r.token_ids) for r in requests]).cumsum(0).tolist()
+    return [
+        row
+        for end, r in zip(ends, requests, strict=True)
+        if r.sampling is not None
+        for row in range(end - 1 - r.num_draft_tokens, end)
+    ]

@@ -62,12 +62,16 @@ class SluiceServer:
         )
 
     def engine_pid(self) -> int:
+        return self.spawned_pids()[0]
+
+    def spawned_pids(self) -> list[int]:
+        """The engine process, then this host's other shards, in the order they started."""
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text()
         pids = [int(pid) for pid in children.split()]
-        for pid in pids:
-            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return pid
-        raise LookupError(f"no engine process among {pids}")
+        spawned = [p for p in pids if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        if not spawned:
+            raise LookupError(f"no engine process among {pids}")
+        return spawned
 
     def stop(self) -> None:
         if self.process.poll() is None:

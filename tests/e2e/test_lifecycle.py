@@ -221,10 +221,10 @@ def test_quantize_flag_needing_a_quantized_checkpoint_is_refused_on_full_precisi
     assert "`--quantize gptq` needs a checkpoint quantized with gptq" in result.stderr
 
 
-def test_more_shards_than_devices_is_refused() -> None:
+def test_more_shards_than_attention_heads_is_refused_naming_the_numbers() -> None:
     result = _run_cli("serve", "--num-shard", "64")
     assert result.returncode == 2
-    assert "`--num-shard` is 64 but only found" in result.stderr
+    assert "cannot be split into 64 shards: 64 shards for 9 attention heads" in result.stderr
 
 
 def test_remote_code_runs_only_with_trust_remote_code(tmp_path: Path) -> None:

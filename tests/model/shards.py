@@ -9,7 +9,6 @@ from typing import Any
 
 import torch
 
-from sluice.distributed.parallel_context import ParallelContext
 from sluice.distributed.shard_group import MasterAddress, join_shard_group, leave_shard_group
 
 ShardFunction = Callable[..., Any]
@@ -64,7 +63,7 @@ def _shard_main(
 ) -> None:
     torch.set_num_threads(1)  # the shards share this machine's cores
     try:
-        parallel: ParallelContext = join_shard_group(rank, num_shards, master, torch.device("cpu"))
+        parallel = join_shard_group(rank, num_shards, master, torch.device("cpu")).parallel
         results.put((rank, True, function(parallel, *args)))
     except BaseException:
         results.put((rank, False, traceback.format_exc()))

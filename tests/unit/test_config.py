@@ -6,6 +6,7 @@ from sluice.config import (
     ModelConfig,
     SchedulerConfig,
     ServerConfig,
+    ShardingConfig,
     SluiceConfig,
     check_config,
     derive_limits,
@@ -78,6 +79,27 @@ def test_config_defaults_are_valid() -> None:
             {"scheduler": SchedulerConfig(max_batch_total_tokens=2048)},
             "`--max-batch-prefill-tokens` must be <= `--max-batch-total-tokens`. "
             "Given: 4096 and 2048",
+        ),
+        ({"sharding": ShardingConfig(num_shard=0)}, "`--num-shard` must be > 0; got 0"),
+        (
+            {"sharding": ShardingConfig(num_shard=1, sharded=True)},
+            "`sharded` is true but `num_shard` <= 1",
+        ),
+        (
+            {"sharding": ShardingConfig(num_shard=2, sharded=False)},
+            "`sharded` is false but `num_shard` is 2",
+        ),
+        (
+            {"sharding": ShardingConfig(num_shard=3, nnodes=2)},
+            "`--num-shard` (3) counts the shards of all hosts and must divide by `--nnodes` (2)",
+        ),
+        (
+            {"sharding": ShardingConfig(num_shard=4, nnodes=2, node_rank=2)},
+            "`--node-rank` must be between 0 and `--nnodes` - 1 (1); got 2",
+        ),
+        (
+            {"sharding": ShardingConfig(master_port=70000)},
+            "`--master-port` must be between 1 and 65535; got 70000",
         ),
     ],
 )

@@ -7,6 +7,7 @@ from concurrent.futures import Future
 import msgspec
 
 from sluice.engine.core import EngineCore
+from sluice.engine.executor import LocalExecutor
 from sluice.engine.scheduler import Scheduler
 from sluice.ipc.messages import AbortRequests, AddRequest, FinishReason, RequestOutput
 from sluice.model.sampling.sampler import TokenMasks
@@ -33,7 +34,8 @@ class FlakyRunner(FakeRunner):
 
 
 def _engine(runner: FakeRunner, scheduler: Scheduler | None = None) -> EngineCore:
-    return EngineCore(scheduler or make_scheduler(num_blocks=8), runner, channel=None)  # type: ignore[arg-type]
+    scheduler = scheduler or make_scheduler(num_blocks=8)
+    return EngineCore(scheduler, LocalExecutor(runner), channel=None)  # type: ignore[arg-type]
 
 
 def _add(request_id: str, prompt_len: int, max_new_tokens: int = 3) -> AddRequest:

@@ -17,6 +17,7 @@ import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from sluice.engine.core import EngineCore
+from sluice.engine.executor import LocalExecutor
 from sluice.engine.grammar import GrammarMatchers
 from sluice.ipc.messages import AddRequest, FinishReason, RequestOutput
 from sluice.model.sampling.sampler import TokenMasks
@@ -53,7 +54,7 @@ def _engine(
 ) -> EngineCore:
     return EngineCore(
         make_scheduler(**scheduler) if scheduler else make_scheduler(num_blocks=64),
-        runner or FakeRunner(itertools.repeat(UNCONSTRAINED_TOKEN)),
+        LocalExecutor(runner or FakeRunner(itertools.repeat(UNCONSTRAINED_TOKEN))),
         channel=None,  # type: ignore[arg-type]
         grammars=grammars,
     )

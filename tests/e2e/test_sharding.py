@@ -1,0 +1,123 @@
+"""`sluice serve --num-shard 2` on the default model (9 query heads over 3 KV heads, which TGI
+and vLLM refuse to split in two) answers token for token as one shard does, float32; a shard
+that dies ends every stream with an error event and the server with a non-zero exit."""
+
+import concurrent.futures
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.server import (
+    SHORT_PROMPTS_FLAGS,
+    SluiceServer,
+    free_port,
+    running_server,
+    stream_events,
+)
+from tests.e2e.test_generate import PROMPTS
+
+SHARDED_FLAGS = ("--num-shard", "2", "--dtype", "float32", *SHORT_PROMPTS_FLAGS)
+
+
+def _sharded_flags(*extra: str) -> tuple[str, ...]:
+    """A master port of its own: the servers of a test run start side by side."""
+    return (*SHARDED_FLAGS, "--master-port", str(free_port()), *extra)
+
+
+NEW_TOKENS = 24
+
+
+@pytest.fixture(scope="module")
+def sharded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SluiceServer]:
+    """Two shards, with n-gram drafts and prompt logprobs on: both add rows that every shard
+    must compute alike."""
+    flags = _sharded_flags("--speculate", "2", "--enable-prefill-logprobs")
+    yield from running_server(tmp_path_factory.mktemp("sharded"), "sharded", flags)
+
+
+def _greedy(server: SluiceServer, prompt: str, **parameters: object) -> dict:
+    body = {
+        "inputs": prompt,
+        "parameters": {"max_new_tokens": NEW_TOKENS, "details": True, **parameters},
+    }
+    response = httpx.post(f"{server.url}/generate", json=body, timeout=300)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _token_ids(answer: dict) -> list[int]:
+    return [token["id"] for token in answer["details"]["tokens"]]
+
+
+def test_two_shards_answer_token_for_token_as_one(
+    sharded_server: SluiceServer, fp32_server: SluiceServer
+) -> None:
+    prompts = PROMPTS[:6]
+    expected = [_token_ids(_greedy(fp32_server, prompt)) for prompt in prompts]
+    with concurrent.futures.ThreadPoolExecutor(len(prompts)) as pool:  # batched by the engine
+        answers = list(pool.map(lambda prompt: _greedy(sharded_server, prompt), prompts))
+    assert [_token_ids(answer) for answer in answers] == expected
+
+
+def test_two_shards_stream_and_report_prompt_logprobs(sharded_server: SluiceServer) -> None:
+    with httpx.Client() as client:
+        events = stream_events(
+            client,
+            sharded_server.url,
+            {"inputs": PROMPTS[6], "parameters": {"max_new_tokens": 8, "details": True}},
+        )
+    assert len(events) == 8 and events[-1]["details"]["finish_reason"] == "length"
+    answer = _greedy(sharded_server, PROMPTS[7], decoder_input_details=True)
+    prefill = answer["details"]["prefill"]
+    assert len(prefill) > 10 and all(t["logprob"] is None or t["logprob"] <= 0 for t in prefill)
+
+
+def test_two_shards_follow_a_grammar(sharded_server: SluiceServer) -> None:
+    grammar = {"type": "regex", "value": "[0-9]{2,4}"}
+    answer = _greedy(sharded_server, PROMPTS[5], grammar=grammar)
+    assert answer["generated_text"].isdigit()
+
+
+def test_compute_type_and_info_report_the_shards(sharded_server: SluiceServer) -> None:
+    response = httpx.post(
+        f"{sharded_server.url}/generate",
+        json={"inputs": PROMPTS[0], "parameters": {"max_new_tokens": 1}},
+        timeout=60,
+    )
+    assert response.headers["x-compute-type"] == "2-cpu"
+    assert httpx.get(f"{sharded_server.url}/info", timeout=10).json()["num_shard"] == 2
+
+
+def test_a_dead_shard_ends_streams_with_an_error_and_the_server_exits(tmp_path: Path) -> None:
+    server = SluiceServer(*_sharded_flags(), log_path=tmp_path / "server.log")
+    try:
+        server.health_statuses_until_ready()
+        _, shard = server.spawned_pids()
+        body = {"inputs": PROMPTS[0], "parameters": {"max_new_tokens": 400, "ignore_eos": True}}
+        with (
+            httpx.Client() as client,
+            client.stream(
+                "POST", f"{server.url}/generate_stream", json=body, timeout=120
+            ) as response,
+        ):
+            lines = response.iter_lines()
+            first = next(line for line in lines if line.startswith("data:"))
+            assert '"token"' in first
+            os.kill(shard, signal.SIGKILL)
+            rest = [line for line in lines if line.startswith("data:")]
+        assert '"error"' in rest[-1] and '"error_type":"generation"' in rest[-1]
+        deadline = time.monotonic() + 60
+        while server.process.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                assert httpx.get(f"{server.url}/health", timeout=2).status_code == 503
+            time.sleep(0.1)
+        assert server.process.returncode not in (None, 0)
+        assert "shard 1 exited" in (tmp_path / "server.log").read_text()
+    finally:
+        server.stop()
