@@ -74,11 +74,10 @@ class ProcessWatch:
 def run_shards_only(config: SluiceConfig, model_path: Path, topology: Topology) -> int:
     """A host other than host 0: run its shards until they stop (exit 0, when rank 0 stops
     them) or one fails, e.g. because host 0 went away (exit 1)."""
-    last = topology.first_rank + topology.num_local - 1
+    ranks = range(topology.first_rank, topology.first_rank + topology.num_local)
     logger.info(
-        "running shards %d-%d of %d; the host of shard 0 (%s) serves the API",
-        topology.first_rank,
-        last,
+        "running shards %s of %d; the host of shard 0 (%s) serves the API",
+        ", ".join(map(str, ranks)),
         topology.world_size,
         topology.master.host,
     )

@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +31,21 @@ SLUICE_COMMAND = (sys.executable, "-m", "sluice")
 
 class SluiceServer:
     def __init__(
-        self, *flags: str, log_path: Path, command: Sequence[str] = SLUICE_COMMAND
+        self,
+        *flags: str,
+        log_path: Path,
+        command: Sequence[str] = SLUICE_COMMAND,
+        host: str = "127.0.0.1",
+        env: Mapping[str, str] | None = None,
     ) -> None:
+        """`host`: the address it listens on and is reached at."""
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         self.log_path = log_path
-        argv = [*command, "serve", "--hostname", "127.0.0.1", "--port", str(self.port)]
+        argv = [*command, "serve", "--hostname", host, "--port", str(self.port)]
         argv += [*TEST_SERVER_FLAGS, *flags]
         self._log = log_path.open("w")
-        self.process = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=env)
 
     def health_statuses_until_ready(self) -> list[int]:
         """Poll /health until it answers 200; returns every status seen on the way."""
