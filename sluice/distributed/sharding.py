@@ -8,7 +8,7 @@ the same number of query heads, so a shard whose groups came out uneven pads the
 with query heads of zero weights: they attend, and their output meets zero columns of
 o_proj, so they add nothing."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +35,11 @@ def even_split(total: int, num_shards: int, rank: int, unit: int = 1) -> Piece:
         )
     start = rank * base + min(rank, extra)
     return Piece(start * unit, (base + (rank < extra)) * unit)
+
+
+def is_whole(pieces: Sequence[Piece], size: int) -> bool:
+    """Whether `pieces` are all `size` features in order: the unsharded case."""
+    return len(pieces) == 1 and pieces[0].start == 0 and pieces[0].size == size
 
 
 def copy_pieces(
@@ -78,13 +83,13 @@ class HeadShard:
 
     def query_pieces(self) -> list[Piece]:
         """The shard's query slots as pieces of the checkpoint's query features."""
-        return [
+        return _joined(
             Piece(None if head is None else head * self.head_dim, self.head_dim)
             for head in self.query_heads
-        ]
+        )
 
     def kv_pieces(self) -> list[Piece]:
-        return [Piece(head * self.head_dim, self.head_dim) for head in self.kv_heads]
+        return _joined(Piece(head * self.head_dim, self.head_dim) for head in self.kv_heads)
 
 
 def shard_heads(
@@ -111,3 +116,19 @@ def shard_heads(
         slot for members in groups for slot in (*members, *[None] * (width - len(members)))
     )
     return HeadShard(query_heads, kv_heads, head_dim)
+
+
+def _joined(pieces: Iterable[Piece]) -> list[Piece]:
+    """`pieces` with each run of adjacent ones (or of padding) joined into one."""
+    joined: list[Piece] = []
+    for piece in pieces:
+        if joined:
+            last = joined[-1]
+            follows = (
+                piece.start is None if last.start is None else piece.start == last.start + last.size
+            )
+            if follows:
+                joined[-1] = Piece(last.start, last.size + piece.size)
+                continue
+        joined.append(piece)
+    return joined

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from sluice.distributed.sharding import copy_pieces, is_whole
+from sluice.model.layers.linear import ColumnParallelLinear, RowParallelLinear
 from sluice.quantization.awq import convert_awq
 from sluice.quantization.gguf_blocks import GgmlType, convert_gguf_blocks
 from sluice.quantization.gptq import convert_gptq
@@ -76,8 +78,11 @@ class QuantizedLinearLoader:
             pending.shards[shard_id] = self._convert(parts)
             del pending.parts[shard_id]
         if len(pending.shards) == pending.num_shards:
-            shards = [pending.shards[s] for s in shard_order]
             layer = self.layers[module_name]
+            shards = [
+                _this_shards_part(layer, index, pending.shards[s])
+                for index, s in enumerate(shard_order)
+            ]
             if self.parts is DENSE_PARTS:
                 dense = torch.cat([s for s in shards if isinstance(s, torch.Tensor)])
                 layer.method.load_dense(layer, dense)  # type: ignore[union-attr]
@@ -115,6 +120,28 @@ class QuantizedLinearLoader:
             group_size=scheme.group_size,
             checkpoint_format=scheme.checkpoint_format,
         )
+
+
+def _this_shards_part(
+    layer: nn.Module, projection: int, weight: QuantizedWeight | torch.Tensor
+) -> QuantizedWeight | torch.Tensor:
+    """The part of one projection's whole weight that this tensor-parallel shard holds: its
+    output pieces for a column-parallel layer, its input pieces for a row-parallel one."""
+    if isinstance(layer, ColumnParallelLinear):
+        pieces, dim = layer.pieces[projection], 0
+    elif isinstance(layer, RowParallelLinear):
+        pieces, dim = layer.pieces, 1
+    else:
+        return weight
+    if isinstance(weight, QuantizedWeight):
+        return weight.take_outputs(pieces) if dim == 0 else weight.take_inputs(pieces)
+    if is_whole(pieces, weight.shape[dim]):
+        return weight
+    shape = list(weight.shape)
+    shape[dim] = sum(piece.size for piece in pieces)
+    part = weight.new_empty(shape)
+    copy_pieces(part, weight, dim, pieces)
+    return part
 
 
 def _concat_outputs(shards: list[QuantizedWeight]) -> QuantizedWeight:

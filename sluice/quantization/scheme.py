@@ -49,6 +49,11 @@ class QuantizationScheme:
     (see `sluice.quantization.kernel_dtype`)."""
 
     @property
+    def split_unit(self) -> int:
+        """Input features a tensor-parallel split keeps together: a quantization group."""
+        return self.group_size if self.group_size > 0 else 1
+
+    @property
     def is_pre_quantized(self) -> bool:
         return self.method in FROM_CHECKPOINT
 

@@ -11,6 +11,7 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from sluice.distributed.parallel_context import ParallelContext
+from sluice.distributed.sharding import even_split
 from sluice.model.attention.backend import AttentionBackend, AttentionMetadata
 from sluice.model.layers.activation import SiluAndMul
 from sluice.model.layers.embedding import ParallelLMHead, VocabParallelEmbedding
@@ -99,12 +100,16 @@ class LlamaMLP(nn.Module):
         parallel: ParallelContext,
         dtype: torch.dtype,
         method: MethodFactory,
+        split_unit: int,
     ) -> None:
+        """`split_unit`: intermediate features a shard's part keeps together (a
+        quantization group)."""
         super().__init__()
         if config.hidden_act != "silu":
             raise ValueError(f"unsupported activation {config.hidden_act!r}")
         size = config.intermediate_size
         bias = bool(getattr(config, "mlp_bias", False))
+        mine = even_split(size, parallel.tp_size, parallel.tp_rank, split_unit)
         self.gate_up_proj = ColumnParallelLinear(
             config.hidden_size,
             [size, size],
@@ -112,9 +117,16 @@ class LlamaMLP(nn.Module):
             parallel=parallel,
             dtype=dtype,
             method=method(),
+            pieces=[[mine], [mine]],
         )
         self.down_proj = RowParallelLinear(
-            size, config.hidden_size, bias=bias, parallel=parallel, dtype=dtype, method=method()
+            size,
+            config.hidden_size,
+            bias=bias,
+            parallel=parallel,
+            dtype=dtype,
+            method=method(),
+            pieces=[mine],
         )
         self.act = SiluAndMul()
 
@@ -131,13 +143,14 @@ class LlamaDecoderLayer(nn.Module):
         rotary: RotaryEmbedding,
         dtype: torch.dtype,
         method: MethodFactory,
+        split_unit: int,
     ) -> None:
         super().__init__()
         eps = config.rms_norm_eps
         self.input_layernorm = RMSNorm(config.hidden_size, eps, dtype=dtype)
         self.self_attn = LlamaAttention(config, parallel, backend, rotary, dtype, method)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, eps, dtype=dtype)
-        self.mlp = LlamaMLP(config, parallel, dtype, method)
+        self.mlp = LlamaMLP(config, parallel, dtype, method, split_unit)
 
     def forward(
         self,
@@ -191,7 +204,15 @@ class LlamaForCausalLM(nn.Module):
             config.vocab_size, config.hidden_size, parallel=parallel, dtype=dtype
         )
         self.layers = nn.ModuleList(
-            LlamaDecoderLayer(config, parallel, backend, rotary, dtype, method)
+            LlamaDecoderLayer(
+                config,
+                parallel,
+                backend,
+                rotary,
+                dtype,
+                method,
+                split_unit=1 if quantization is None else quantization.split_unit,
+            )
             for _ in range(config.num_hidden_layers)
         )
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype)

@@ -26,7 +26,9 @@ def test_nine_heads_over_three_kv_heads_on_two_shards() -> None:
     assert first.kv_heads == (0, 1)
     assert second.query_heads == (5, None, None, 6, 7, 8)
     assert second.kv_heads == (1, 2)
-    assert [p for p in second.query_pieces()[:2]] == [Piece(320, 64), Piece(None, 64)]
+    assert first.query_pieces() == [Piece(0, 320), Piece(None, 64)]
+    assert second.query_pieces() == [Piece(320, 64), Piece(None, 128), Piece(384, 192)]
+    assert second.kv_pieces() == [Piece(64, 128)]
 
 
 @pytest.mark.parametrize(
