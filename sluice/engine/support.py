@@ -12,7 +12,7 @@ from sluice.distributed.topology import Topology
 from sluice.errors import ConfigError, ModelLoadError
 from sluice.model.loader import read_hf_config
 from sluice.model.models.registry import model_class_for
-from sluice.quantization.scheme import resolve_scheme
+from sluice.quantization.scheme import QuantizationScheme, resolve_scheme
 from sluice.weights.sources import ResolvedModel
 
 
@@ -30,11 +30,14 @@ def check_engine_support(
         raise ModelLoadError(f"model {resolved.model_id}: {message}") from None
     scheme = resolve_scheme(config.quantize, resolved.path)
     if topology is not None and topology.world_size > 1:
-        _check_sharding(topology, hf_config, resolved.model_id, quantized=scheme is not None)
+        _check_sharding(topology, hf_config, resolved.model_id, scheme)
 
 
 def _check_sharding(
-    topology: Topology, hf_config: PretrainedConfig, model_id: str, *, quantized: bool
+    topology: Topology,
+    hf_config: PretrainedConfig,
+    model_id: str,
+    scheme: QuantizationScheme | None,
 ) -> None:
     world_size = topology.world_size
     if torch.cuda.is_available():
@@ -44,23 +47,31 @@ def _check_sharding(
             raise ConfigError(
                 f"this host runs {last_index + 1} shards but only found {devices} CUDA devices"
             )
-    if quantized:
+    if scheme is not None and scheme.desc_act:
         raise ConfigError(
-            "sharding a quantized model is not supported yet: serve it with `--num-shard 1`"
+            "act-order (desc_act) GPTQ weights cannot be split into shards: their groups are "
+            "not contiguous in input order; serve them with `--num-shard 1`"
         )
     head_dim = getattr(hf_config, "head_dim", None) or (
         hf_config.hidden_size // hf_config.num_attention_heads
     )
+    unit = 1 if scheme is None else scheme.split_unit
     try:
         for rank in range(world_size):
-            shard_heads(
+            heads = shard_heads(
                 hf_config.num_attention_heads,
                 hf_config.num_key_value_heads,
                 head_dim,
                 world_size,
                 rank,
             )
-        even_split(hf_config.intermediate_size, world_size, 0)
+            for piece in heads.query_pieces():
+                if (piece.start or 0) % unit or piece.size % unit:
+                    raise ValueError(
+                        f"shard {rank}'s attention heads ({piece.size} features from "
+                        f"{piece.start}) cut the quantization groups of {unit} features"
+                    )
+        even_split(hf_config.intermediate_size, world_size, 0, unit)
     except ValueError as error:
         raise ConfigError(
             f"model {model_id} cannot be split into {world_size} shards: {error}"
