@@ -19,7 +19,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from sluice.bench.machine import GEMM_SIZE, cpu_description, measure_rates
-from sluice.distributed.parallel_context import SINGLE_DEVICE
+from sluice.distributed.parallel_context import SINGLE_DEVICE, ParallelContext
 from sluice.model.attention.backend import AttentionBackend
 from sluice.model.attention.paged import PagedAttentionBackend
 from sluice.model.attention.torch_sdpa import TorchSdpaBackend
@@ -65,11 +65,11 @@ def main() -> None:
     quantization = resolve_scheme(
         args.quantize, path, kernel_dtype=packed_kernel_dtype(args.dtype, dtype, cpu)
     )
-    runner = _build_runner(
+    runner = build_runner(
         path, backend, dtype, quantization, args.batch, args.context + args.drafts
     )
-    plan = _decode_plan(args.batch, args.context, args.drafts)
-    runner.execute(_prefill_plan(args.batch, args.context))  # fill the cache once
+    plan = decode_plan(args.batch, args.context, args.drafts)
+    runner.execute(prefill_plan(args.batch, args.context))  # fill the cache once
     for _ in range(2):
         runner.execute(plan)
     times = []
@@ -97,14 +97,17 @@ def main() -> None:
     print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=18))
 
 
-def _build_runner(
+def build_runner(
     path: Path,
     backend: AttentionBackend,
     dtype: torch.dtype,
     quantization: QuantizationScheme | None,
     batch: int,
     context: int,
+    parallel: ParallelContext = SINGLE_DEVICE,
 ) -> ModelRunner:
+    """A runner whose cache holds `batch` requests of `context` tokens; `parallel`: the
+    shard to build, in a process that has joined the others."""
     config = read_hf_config(path)
     device = torch.device("cpu")
     model = load_model(
@@ -112,11 +115,11 @@ def _build_runner(
         config,
         dtype=dtype,
         device=device,
-        parallel=SINGLE_DEVICE,
+        parallel=parallel,
         backend=backend,
         quantization=quantization,
     )
-    spec = KVCacheSpec.for_model(config, dtype)
+    spec = KVCacheSpec.for_model(config, dtype, parallel)
     blocks_per_request = -(-(context + 1) // BLOCK_SIZE)
     caches = spec.allocate(batch * blocks_per_request, BLOCK_SIZE, device)
     return ModelRunner(model, backend, caches, BLOCK_SIZE, device)
@@ -127,7 +130,7 @@ def _blocks(index: int, context: int) -> tuple[int, ...]:
     return tuple(range(index * per_request, (index + 1) * per_request))
 
 
-def _prefill_plan(batch: int, context: int) -> StepPlan:
+def prefill_plan(batch: int, context: int) -> StepPlan:
     return StepPlan(
         tuple(
             ScheduledRequest(
@@ -138,7 +141,7 @@ def _prefill_plan(batch: int, context: int) -> StepPlan:
     )
 
 
-def _decode_plan(batch: int, context: int, drafts: int) -> StepPlan:
+def decode_plan(batch: int, context: int, drafts: int) -> StepPlan:
     """Each request decodes its next token, after `drafts` draft tokens to verify."""
     greedy = SamplingParams(max_new_tokens=1_000_000)
     tokens = (42,) * (drafts + 1)

@@ -1,5 +1,6 @@
 """A request whose generation fails mid-stream ends with an SSE error event; the requests
-batched with it carry on unharmed."""
+batched with it carry on unharmed, also when the model is sharded (the retry runs on every
+shard in step)."""
 
 import concurrent.futures
 import sys
@@ -10,15 +11,25 @@ import httpx
 import pytest
 
 from tests.e2e import faulty_server
-from tests.e2e.server import SHORT_PROMPTS_FLAGS, SluiceServer, running_server, stream_events
+from tests.e2e.server import (
+    SHORT_PROMPTS_FLAGS,
+    SluiceServer,
+    free_port,
+    running_server,
+    stream_events,
+)
 from tests.e2e.test_generate import PROMPTS
 
 FAULTY_COMMAND = (sys.executable, str(Path(faulty_server.__file__)))
 
 
-@pytest.fixture(scope="module")
-def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SluiceServer]:
+@pytest.fixture(scope="module", params=[1, 2], ids=lambda n: f"{n}-shards")
+def faulty(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SluiceServer]:
     flags = ("--dtype", "float32", *SHORT_PROMPTS_FLAGS)
+    if request.param > 1:
+        flags += ("--num-shard", str(request.param), "--master-port", str(free_port()))
     yield from running_server(tmp_path_factory.mktemp("faulty"), "faulty", flags, FAULTY_COMMAND)
 
 

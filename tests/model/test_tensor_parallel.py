@@ -10,13 +10,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
+from sluice.bench.shards import run_on_shards
 from sluice.bench.workloads import load_workload
 from sluice.distributed.parallel_context import ParallelContext
 from sluice.sampling_params import SamplingParams
 from sluice.weights.sources import resolve_model
 from tests.model.quantized_checkpoints import write_quantized_pair
 from tests.model.runner_driver import build_runner, generate, greedy_generate, prefill_logits
-from tests.model.shards import run_on_shards
 from tests.model.tiny_config import TINY
 
 CONFIGS = {

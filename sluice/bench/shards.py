@@ -1,5 +1,6 @@
-"""Runs a function on several gloo shards, each in its own spawned process, as the server's
-shards run, and returns what each shard's call returned."""
+"""Runs a function on several gloo shards of this host, each in its own spawned process pinned
+to its share of the cores as the server's shards are, and returns what each call returned:
+for tests and benchmarks of sharded models without a server."""
 
 import multiprocessing
 import socket
@@ -7,9 +8,9 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-import torch
-
-from sluice.distributed.shard_group import MasterAddress, join_shard_group, leave_shard_group
+from sluice.distributed.shard_group import MasterAddress, leave_shard_group
+from sluice.distributed.topology import ShardPlacement
+from sluice.engine.shard_setup import join_shards
 
 ShardFunction = Callable[..., Any]
 """Called as function(parallel, *args) on every shard; what it returns must pickle."""
@@ -61,9 +62,10 @@ def _shard_main(
     args: tuple[Any, ...],
     results: Any,
 ) -> None:
-    torch.set_num_threads(1)  # the shards share this machine's cores
     try:
-        parallel = join_shard_group(rank, num_shards, master, torch.device("cpu")).parallel
+        _, groups = join_shards(ShardPlacement(rank, num_shards, rank, num_shards, master))
+        assert groups is not None
+        parallel = groups.parallel
         results.put((rank, True, function(parallel, *args)))
     except BaseException:
         results.put((rank, False, traceback.format_exc()))
