@@ -17,7 +17,7 @@ import torch
 
 from sluice.bench.local_server import git_commit
 from sluice.bench.machine import cpu_description, cpu_kind
-from sluice.bench.side_by_side import render_table, run_side_by_side, write_results
+from sluice.bench.side_by_side import report_lines, run_side_by_side, write_results
 from sluice.cpu import bfloat16_support
 from sluice.model.loader import resolve_dtype
 
@@ -39,16 +39,13 @@ def main() -> None:
     runs = run_side_by_side({DENSE: (), packed: flags}, args.runs)
     dtype = str(resolve_dtype(None, torch.device("cpu"))).removeprefix("torch.")
     results = {"commit": git_commit(), "machine": cpu_description(), "dtype": dtype, "runs": runs}
-    lines = [
-        f"# {packed} (`{' '.join(flags)}`) against the dense model, default dtype",
-        "",
-        f"Commit {results['commit']}, {results['machine']}; default dtype {dtype} (bfloat16: "
-        f"{bfloat16_support()}). {len(runs)} runs, each on two fresh servers side by side "
-        "(each workload goes to both in turn, the first alternating); median (min-max).",
-        "",
-        *render_table(runs, DENSE, packed),
-        "",
-    ]
+    lines = report_lines(
+        f"{packed} (`{' '.join(flags)}`) against the dense model, default dtype",
+        f"default dtype {dtype} (bfloat16: {bfloat16_support()})",
+        results,
+        DENSE,
+        packed,
+    )
     write_results(args.output, f"packed_{name}_serving_{cpu_kind()}", results, lines)
 
 

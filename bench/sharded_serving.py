@@ -16,7 +16,7 @@ import torch
 
 from sluice.bench.local_server import git_commit
 from sluice.bench.machine import cpu_description, cpu_kind
-from sluice.bench.side_by_side import render_table, run_side_by_side, write_results
+from sluice.bench.side_by_side import report_lines, run_side_by_side, write_results
 from sluice.model.loader import resolve_dtype
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,16 +31,13 @@ def main() -> None:
     runs = run_side_by_side({ONE: (), TWO: ("--num-shard", "2")}, args.runs)
     dtype = str(resolve_dtype(None, torch.device("cpu"))).removeprefix("torch.")
     results = {"commit": git_commit(), "machine": cpu_description(), "dtype": dtype, "runs": runs}
-    lines = [
-        "# The default model on 2 shards (`--num-shard 2`) against 1, default dtype",
-        "",
-        f"Commit {results['commit']}, {results['machine']}; default dtype {dtype}. "
-        f"{len(runs)} runs, each on two fresh servers side by side (each workload goes to both "
-        "in turn, the first alternating); median (min-max).",
-        "",
-        *render_table(runs, ONE, TWO),
-        "",
-    ]
+    lines = report_lines(
+        "The default model on 2 shards (`--num-shard 2`) against 1, default dtype",
+        f"default dtype {dtype}",
+        results,
+        ONE,
+        TWO,
+    )
     write_results(args.output, f"sharded_serving_{cpu_kind()}", results, lines)
 
 

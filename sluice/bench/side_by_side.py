@@ -84,6 +84,24 @@ def render_table(runs: Sequence[Mapping[str, Figures]], baseline: str, other: st
     return lines
 
 
+def report_lines(
+    title: str, setting: str, results: Mapping[str, Any], baseline: str, other: str
+) -> list[str]:
+    """A comparison's markdown: `title`, the commit, machine and `setting`, and the table of
+    `results["runs"]` (as `run_side_by_side` returns them)."""
+    runs = results["runs"]
+    return [
+        f"# {title}",
+        "",
+        f"Commit {results['commit']}, {results['machine']}; {setting}. {len(runs)} runs, each "
+        "on two fresh servers side by side (each workload goes to both in turn, the first "
+        "alternating); median (min-max).",
+        "",
+        *render_table(runs, baseline, other),
+        "",
+    ]
+
+
 def run_side_by_side(
     servers: Mapping[str, Sequence[str]], num_runs: int
 ) -> list[dict[str, Figures]]:

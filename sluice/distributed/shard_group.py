@@ -37,6 +37,9 @@ class MasterAddress:
 
     host: str
     port: int
+    from_torchrun: bool = False
+    """torchrun set up the meeting point (MASTER_ADDR, MASTER_PORT in the environment), and
+    its agent may already hold the store there: join it as torchrun's workers do."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +63,9 @@ def join_shard_group(
     try:
         dist.init_process_group(
             "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo",
-            init_method=f"tcp://{_url_host(master.host)}:{master.port}",
+            init_method="env://"
+            if master.from_torchrun
+            else f"tcp://{_url_host(master.host)}:{master.port}",
             rank=rank,
             world_size=world_size,
             timeout=timedelta(seconds=START_TIMEOUT_S),

@@ -86,7 +86,9 @@ def _from_torchrun(sharding: ShardingConfig, environ: Mapping[str, str]) -> Topo
         world_size=world_size,
         first_rank=rank,
         num_local=1,
-        master=MasterAddress(environ.get("MASTER_ADDR", sharding.master_addr), port),
+        master=MasterAddress(
+            environ.get("MASTER_ADDR", sharding.master_addr), port, from_torchrun=True
+        ),
         first_local_index=local_rank,
         shards_on_host=local_world_size,
     )

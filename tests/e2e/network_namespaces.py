@@ -29,17 +29,22 @@ class TwoHosts:
         prefix = ("ip", "netns", "exec", self.namespaces[host])
         if not private_tmp:
             return prefix
-        mounts = "mount -t tmpfs tmpfs /tmp && mount -t tmpfs tmpfs /dev/shm"
-        return (
-            *prefix,
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            f'{mounts} && exec "$0" "$@"',
-        )
+        return (*prefix, "unshare", "--mount", "--propagation", "private", "sh", "-c", PRIVATE_TMP)
+
+
+PRIVATE_TMP = """set -e
+# Fresh /tmp and /dev/shm; the working directory (a checkout may live in /tmp) stays reachable.
+work="$PWD"
+keep="$(mktemp -d /run/sluice-keep.XXXXXX)"
+mount --bind "$work" "$keep"
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /dev/shm
+mkdir -p "$work"
+mount --move "$keep" "$work"
+rmdir "$keep"
+cd "$work"
+exec "$0" "$@"
+"""
 
 
 def missing_tools() -> str | None:

@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,33 @@ def stream_events(
     return events
 
 
+def last_event_after(server_url: str, kill: Callable[[], None]) -> dict[str, Any]:
+    """Start a long stream, call `kill` once its first token has arrived, and return the
+    stream's last event (which must come: a stream never ends in silence)."""
+    body = {
+        "inputs": "Count to a thousand.",
+        "parameters": {"max_new_tokens": 400, "ignore_eos": True},
+    }
+    with (
+        httpx.Client() as client,
+        client.stream("POST", f"{server_url}/generate_stream", json=body, timeout=120) as response,
+    ):
+        events = (
+            json.loads(line[5:]) for line in response.iter_lines() if line.startswith("data:")
+        )
+        assert "token" in next(events)
+        kill()
+        return list(events)[-1]
+
+
+def wait_for_exit(process: subprocess.Popen[bytes], timeout_s: float) -> int | None:
+    """The process's exit code once it exits, or None if it still runs after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return process.returncode
+
+
 def metric_samples(text: str, name: str) -> dict[str, float]:
     """`{sample name with labels: value}` for one metric family of a Prometheus page."""
     samples = {}
@@ -129,7 +156,9 @@ __all__ = [
     "SHORT_PROMPTS_FLAGS",
     "SluiceServer",
     "free_port",
+    "last_event_after",
     "metric_samples",
     "running_server",
     "stream_events",
+    "wait_for_exit",
 ]

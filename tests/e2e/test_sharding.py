@@ -6,7 +6,6 @@ import concurrent.futures
 import contextlib
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +16,10 @@ from tests.e2e.server import (
     SHORT_PROMPTS_FLAGS,
     SluiceServer,
     free_port,
+    last_event_after,
     running_server,
     stream_events,
+    wait_for_exit,
 )
 from tests.e2e.test_generate import PROMPTS
 
@@ -99,25 +100,11 @@ def test_a_dead_shard_ends_streams_with_an_error_and_the_server_exits(tmp_path: 
     try:
         server.health_statuses_until_ready()
         _, shard = server.spawned_pids()
-        body = {"inputs": PROMPTS[0], "parameters": {"max_new_tokens": 400, "ignore_eos": True}}
-        with (
-            httpx.Client() as client,
-            client.stream(
-                "POST", f"{server.url}/generate_stream", json=body, timeout=120
-            ) as response,
-        ):
-            lines = response.iter_lines()
-            first = next(line for line in lines if line.startswith("data:"))
-            assert '"token"' in first
-            os.kill(shard, signal.SIGKILL)
-            rest = [line for line in lines if line.startswith("data:")]
-        assert '"error"' in rest[-1] and '"error_type":"generation"' in rest[-1]
-        deadline = time.monotonic() + 60
-        while server.process.poll() is None and time.monotonic() < deadline:
-            with contextlib.suppress(httpx.TransportError):
-                assert httpx.get(f"{server.url}/health", timeout=2).status_code == 503
-            time.sleep(0.1)
-        assert server.process.returncode not in (None, 0)
+        last = last_event_after(server.url, lambda: os.kill(shard, signal.SIGKILL))
+        assert last["error_type"] == "generation"
+        with contextlib.suppress(httpx.TransportError):  # unless it has exited already
+            assert httpx.get(f"{server.url}/health", timeout=2).status_code == 503
+        assert wait_for_exit(server.process, 60) not in (None, 0)
         assert "shard 1 exited" in (tmp_path / "server.log").read_text()
     finally:
         server.stop()

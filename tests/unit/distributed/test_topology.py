@@ -39,7 +39,7 @@ def test_torchrun_makes_this_process_one_shard() -> None:
     assert topology.num_local == 1 and not topology.serves_api
     assert (placement.rank, placement.world_size) == (3, 4)
     assert (placement.local_index, placement.num_local) == (1, 2)
-    assert placement.master == MasterAddress("10.0.0.7", 1234)
+    assert placement.master == MasterAddress("10.0.0.7", 1234, from_torchrun=True)
 
 
 def test_torchrun_and_a_different_num_shard_are_refused() -> None:
