@@ -6,6 +6,7 @@ import concurrent.futures
 import contextlib
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,3 +109,16 @@ def test_a_dead_shard_ends_streams_with_an_error_and_the_server_exits(tmp_path: 
         assert "shard 1 exited" in (tmp_path / "server.log").read_text()
     finally:
         server.stop()
+
+
+def test_torchrun_starts_a_sharded_server(tmp_path: Path, fp32_server: SluiceServer) -> None:
+    """Each torchrun process is a shard (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), rank 0
+    serving HTTP; torchrun's own store is the meeting point."""
+    torchrun = (str(Path(sys.executable).parent / "torchrun"), "--standalone")
+    command = (*torchrun, "--nproc-per-node", "2", "-m", "sluice")
+    flags = ("--dtype", "float32", *SHORT_PROMPTS_FLAGS)
+    for server in running_server(tmp_path, "torchrun", flags, command):
+        assert _token_ids(_greedy(server, PROMPTS[8])) == _token_ids(
+            _greedy(fp32_server, PROMPTS[8])
+        )
+        assert httpx.get(f"{server.url}/info", timeout=10).json()["num_shard"] == 2
