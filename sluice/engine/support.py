@@ -56,6 +56,7 @@ def _check_sharding(
         hf_config.hidden_size // hf_config.num_attention_heads
     )
     unit = 1 if scheme is None else scheme.split_unit
+    per_channel = scheme is not None and scheme.is_pre_quantized and scheme.group_size == -1
     try:
         for rank in range(world_size):
             heads = shard_heads(
@@ -66,6 +67,11 @@ def _check_sharding(
                 rank,
             )
             for piece in heads.query_pieces():
+                if piece.start is None and per_channel:
+                    raise ValueError(
+                        f"shard {rank} pads its attention heads to equal groups, which "
+                        "pre-quantized weights with one scale per output channel cannot hold"
+                    )
                 if (piece.start or 0) % unit or piece.size % unit:
                     raise ValueError(
                         f"shard {rank}'s attention heads ({piece.size} features from "

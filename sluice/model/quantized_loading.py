@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from sluice.distributed.sharding import copy_pieces, is_whole
+from sluice.distributed.sharding import is_whole
 from sluice.model.layers.linear import ColumnParallelLinear, RowParallelLinear
+from sluice.model.packed_slicing import DROPPED, cut, part_axes
 from sluice.quantization.awq import convert_awq
 from sluice.quantization.gguf_blocks import GgmlType, convert_gguf_blocks
 from sluice.quantization.gptq import convert_gptq
@@ -75,14 +76,13 @@ class QuantizedLinearLoader:
         parts = pending.parts.setdefault(shard_id, {})
         parts[part] = tensor
         if set(parts) == self.parts:
-            pending.shards[shard_id] = self._convert(parts)
+            projection = shard_order.index(shard_id)
+            mine = self._this_shards_parts(self.layers[module_name], projection, parts)
+            pending.shards[shard_id] = self._convert(mine)
             del pending.parts[shard_id]
         if len(pending.shards) == pending.num_shards:
             layer = self.layers[module_name]
-            shards = [
-                _this_shards_part(layer, index, pending.shards[s])
-                for index, s in enumerate(shard_order)
-            ]
+            shards = [pending.shards[s] for s in shard_order]
             if self.parts is DENSE_PARTS:
                 dense = torch.cat([s for s in shards if isinstance(s, torch.Tensor)])
                 layer.method.load_dense(layer, dense)  # type: ignore[union-attr]
@@ -101,6 +101,37 @@ class QuantizedLinearLoader:
                 f"{', '.join(sorted(self.parts))})"
             )
 
+    def _this_shards_parts(
+        self, layer: nn.Module, projection: int, parts: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """The parts of one projection cut to what this tensor-parallel shard holds: its
+        output pieces in a column-parallel layer, its input pieces in a row-parallel one."""
+        if isinstance(layer, ColumnParallelLinear):
+            pieces, total, side = layer.pieces[projection], layer.output_sizes[projection], 0
+        elif isinstance(layer, RowParallelLinear):
+            pieces, total, side = layer.pieces, layer.total_input_size, 1
+        else:
+            return parts
+        if is_whole(pieces, total):
+            return parts
+        scheme = self.scheme
+        gguf_type = GgmlType(int(parts["gguf_type"])) if "gguf_type" in parts else None
+        mine = {}
+        for name, tensor in parts.items():
+            axes = part_axes(
+                scheme.method,
+                name,
+                bits=scheme.bits,
+                group_size=scheme.group_size,
+                gguf_type=gguf_type,
+            )
+            axis = axes[side]
+            if axis is None:
+                mine[name] = tensor
+            elif axis is not DROPPED:
+                mine[name] = cut(tensor, axis, pieces, total)
+        return mine
+
     def _convert(self, parts: dict[str, torch.Tensor]) -> QuantizedWeight | torch.Tensor:
         scheme = self.scheme
         if self.parts is DENSE_PARTS:
@@ -115,33 +146,11 @@ class QuantizedLinearLoader:
             parts["qweight"],
             parts["qzeros"],
             parts["scales"],
-            parts["g_idx"],
+            parts.get("g_idx"),
             bits=scheme.bits,
             group_size=scheme.group_size,
             checkpoint_format=scheme.checkpoint_format,
         )
-
-
-def _this_shards_part(
-    layer: nn.Module, projection: int, weight: QuantizedWeight | torch.Tensor
-) -> QuantizedWeight | torch.Tensor:
-    """The part of one projection's whole weight that this tensor-parallel shard holds: its
-    output pieces for a column-parallel layer, its input pieces for a row-parallel one."""
-    if isinstance(layer, ColumnParallelLinear):
-        pieces, dim = layer.pieces[projection], 0
-    elif isinstance(layer, RowParallelLinear):
-        pieces, dim = layer.pieces, 1
-    else:
-        return weight
-    if isinstance(weight, QuantizedWeight):
-        return weight.take_outputs(pieces) if dim == 0 else weight.take_inputs(pieces)
-    if is_whole(pieces, weight.shape[dim]):
-        return weight
-    shape = list(weight.shape)
-    shape[dim] = sum(piece.size for piece in pieces)
-    part = weight.new_empty(shape)
-    copy_pieces(part, weight, dim, pieces)
-    return part
 
 
 def _concat_outputs(shards: list[QuantizedWeight]) -> QuantizedWeight:

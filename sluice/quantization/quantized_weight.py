@@ -2,12 +2,9 @@
 
 Holds integers, not floats: dequantizing is the kernel's job, at run time, group by group."""
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-
-from sluice.distributed.sharding import Piece, copy_pieces, is_whole
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,54 +57,3 @@ class QuantizedWeight:
     @property
     def input_size(self) -> int:
         return self.q.shape[1]
-
-    def take_outputs(self, pieces: Sequence[Piece]) -> "QuantizedWeight":
-        """A column-parallel shard's part: these output features, in order (padding: zero
-        weights)."""
-        if is_whole(pieces, self.output_size):
-            return self
-        return QuantizedWeight(
-            q=_take(self.q, 0, pieces),
-            scales=_take(self.scales, 1, pieces),
-            zeros=_take(self.zeros, 1, pieces),
-            bits=self.bits,
-            group_size=self.group_size,
-            input_perm=self.input_perm,
-        )
-
-    def take_inputs(self, pieces: Sequence[Piece]) -> "QuantizedWeight":
-        """A row-parallel shard's part: these input features, in order (padding: zero
-        weights). Pieces must hold whole quantization groups, and act-order weights (whose
-        groups are not contiguous in input order) cannot be split at all."""
-        if is_whole(pieces, self.input_size):
-            return self
-        if self.input_perm is not None:
-            raise ValueError("act-order (desc_act) weights cannot be split along their inputs")
-        group = self.group_size
-        for index, piece in enumerate(pieces):
-            ends_input = piece.start is not None and piece.start + piece.size == self.input_size
-            last = index == len(pieces) - 1
-            if (piece.start or 0) % group or (piece.size % group and not (ends_input and last)):
-                raise ValueError(
-                    f"a shard's {piece.size} input features from {piece.start} cut the weight's "
-                    f"quantization groups of {group}"
-                )
-        group_pieces = [
-            Piece(None if p.start is None else p.start // group, -(-p.size // group))
-            for p in pieces
-        ]
-        return QuantizedWeight(
-            q=_take(self.q, 1, pieces),
-            scales=_take(self.scales, 0, group_pieces),
-            zeros=_take(self.zeros, 0, group_pieces),
-            bits=self.bits,
-            group_size=group,
-        )
-
-
-def _take(tensor: torch.Tensor, dim: int, pieces: Sequence[Piece]) -> torch.Tensor:
-    shape = list(tensor.shape)
-    shape[dim] = sum(piece.size for piece in pieces)
-    out = tensor.new_empty(shape)
-    copy_pieces(out, tensor, dim, pieces)
-    return out

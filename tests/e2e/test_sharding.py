@@ -96,21 +96,6 @@ def test_compute_type_and_info_report_the_shards(sharded_server: SluiceServer) -
     assert httpx.get(f"{sharded_server.url}/info", timeout=10).json()["num_shard"] == 2
 
 
-def test_a_dead_shard_ends_streams_with_an_error_and_the_server_exits(tmp_path: Path) -> None:
-    server = SluiceServer(*_sharded_flags(), log_path=tmp_path / "server.log")
-    try:
-        server.health_statuses_until_ready()
-        _, shard = server.spawned_pids()
-        last = last_event_after(server.url, lambda: os.kill(shard, signal.SIGKILL))
-        assert last["error_type"] == "generation"
-        with contextlib.suppress(httpx.TransportError):  # unless it has exited already
-            assert httpx.get(f"{server.url}/health", timeout=2).status_code == 503
-        assert wait_for_exit(server.process, 60) not in (None, 0)
-        assert "shard 1 exited" in (tmp_path / "server.log").read_text()
-    finally:
-        server.stop()
-
-
 def test_torchrun_starts_a_sharded_server(tmp_path: Path, fp32_server: SluiceServer) -> None:
     """Each torchrun process is a shard (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), rank 0
     serving HTTP; torchrun's own store is the meeting point."""
@@ -122,3 +107,16 @@ def test_torchrun_starts_a_sharded_server(tmp_path: Path, fp32_server: SluiceSer
             _greedy(fp32_server, PROMPTS[8])
         )
         assert httpx.get(f"{server.url}/info", timeout=10).json()["num_shard"] == 2
+
+
+def test_a_dead_shard_ends_streams_with_an_error_and_the_server_exits(
+    sharded_server: SluiceServer,
+) -> None:
+    """Last in this module: it ends the module's sharded server."""
+    _, shard = sharded_server.spawned_pids()
+    last = last_event_after(sharded_server.url, lambda: os.kill(shard, signal.SIGKILL))
+    assert last["error_type"] == "generation"
+    with contextlib.suppress(httpx.TransportError):  # unless it has exited already
+        assert httpx.get(f"{sharded_server.url}/health", timeout=2).status_code == 503
+    assert wait_for_exit(sharded_server.process, 60) not in (None, 0)
+    assert "shard 1 exited" in sharded_server.log_path.read_text()
