@@ -15,7 +15,7 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from sluice.config import SluiceConfig
-from sluice.distributed.parallel_context import SINGLE_DEVICE, ParallelContext
+from sluice.distributed.parallel_context import SINGLE_DEVICE
 from sluice.distributed.shard_group import (
     ShardGroups,
     join_shard_group,
@@ -48,10 +48,6 @@ class Shard:
     """None when the model is not sharded."""
     num_local: int = 1
     """Shards on this host, which share its memory."""
-
-    @property
-    def parallel(self) -> ParallelContext:
-        return SINGLE_DEVICE if self.groups is None else self.groups.parallel
 
 
 @dataclass(frozen=True, slots=True)
