@@ -42,22 +42,26 @@ class ProcessWatch:
 
     def failure(self) -> str | None:
         """Which process has exited, if any has."""
-        for name, process in self.processes.items():
-            if not process.is_alive():
-                return f"{name} exited with code {process.exitcode}"
-        return None
+        exited = self._exited()
+        return None if exited is None else f"{exited[0]} exited with code {exited[1]}"
 
     def wait(self) -> int:
         """Until one exits: 0 if it exited cleanly (rank 0 stopped the shards), else 1."""
-        while True:
-            for name, process in self.processes.items():
-                if not process.is_alive():
-                    if process.exitcode == 0:
-                        logger.info("%s stopped", name)
-                        return 0
-                    logger.error("%s exited with code %s; stopping", name, process.exitcode)
-                    return 1
+        while (exited := self._exited()) is None:
             time.sleep(POLL_INTERVAL_S)
+        name, code = exited
+        if code == 0:
+            logger.info("%s stopped", name)
+            return 0
+        logger.error("%s exited with code %s; stopping", name, code)
+        return 1
+
+    def _exited(self) -> tuple[str, int | None] | None:
+        """The first process that has exited, by name, with its exit code."""
+        for name, process in self.processes.items():
+            if not process.is_alive():
+                return name, process.exitcode
+        return None
 
     def stop(self) -> None:
         """Stop them in the order they started: the engine first, which tells every shard,

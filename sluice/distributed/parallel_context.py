@@ -5,6 +5,8 @@ collective is the identity, so single-device code pays nothing. A collective tha
 shard crashed, its host went away, or it stopped answering within the group's timeout) raises
 `ShardLost`, which no retry can mend: the shards no longer run in step."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -13,6 +15,15 @@ import torch.distributed as dist
 
 class ShardLost(RuntimeError):
     """Another shard is gone or stopped answering."""
+
+
+@contextmanager
+def collective(what: str) -> Iterator[None]:
+    """Turn the failure of the collective inside into `ShardLost`, saying `what` failed."""
+    try:
+        yield
+    except RuntimeError as error:
+        raise ShardLost(f"{what}: {error}") from error
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,10 +43,8 @@ class ParallelContext:
         if self.tp_size == 1:
             return tensor
         summed = tensor if self.reduce_dtype is None else tensor.to(self.reduce_dtype)
-        try:
+        with collective("all-reduce failed"):
             dist.all_reduce(summed, group=self.group)
-        except RuntimeError as error:
-            raise ShardLost(f"all-reduce failed: {error}") from error
         return summed.to(tensor.dtype)
 
     def all_gather_last_dim(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -43,10 +52,8 @@ class ParallelContext:
         if self.tp_size == 1:
             return tensor
         parts = [torch.empty_like(tensor) for _ in range(self.tp_size)]
-        try:
+        with collective("all-gather failed"):
             dist.all_gather(parts, tensor.contiguous(), group=self.group)
-        except RuntimeError as error:
-            raise ShardLost(f"all-gather failed: {error}") from error
         return torch.cat(parts, dim=-1)
 
 

@@ -16,7 +16,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from sluice.distributed.parallel_context import ParallelContext, ShardLost
+from sluice.distributed.parallel_context import ParallelContext, collective
 from sluice.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -86,19 +86,15 @@ def join_shard_group(
 def wait_for_all_shards() -> None:
     """Block until every shard gets here: start-up steps that take each shard its own time
     (loading weights) end with this, under the long start-up timeout."""
-    try:
+    with collective("a shard did not finish starting"):
         dist.barrier()
-    except RuntimeError as error:
-        raise ShardLost(f"a shard did not finish starting: {error}") from error
 
 
 def min_over_shards(value: int) -> int:
     """The smallest of every shard's `value` (e.g. how many KV blocks each can hold)."""
     tensor = torch.tensor([value], dtype=torch.int64)
-    try:
+    with collective("cannot agree with the other shards"):
         dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
-    except RuntimeError as error:
-        raise ShardLost(f"cannot agree with the other shards: {error}") from error
     return int(tensor.item())
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
+from transformers import PretrainedConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,22 @@ class HeadShard:
 
     def kv_pieces(self) -> list[Piece]:
         return _joined(Piece(head * self.head_dim, self.head_dim) for head in self.kv_heads)
+
+
+def head_dim_of(config: PretrainedConfig) -> int:
+    """The attention head size of a Llama-family config (`head_dim`, else hidden / heads)."""
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def model_shard_heads(config: PretrainedConfig, num_shards: int, rank: int) -> HeadShard:
+    """`shard_heads` for the head counts of a Llama-family config."""
+    return shard_heads(
+        config.num_attention_heads,
+        config.num_key_value_heads,
+        head_dim_of(config),
+        num_shards,
+        rank,
+    )
 
 
 def shard_heads(

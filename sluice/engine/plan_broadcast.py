@@ -11,7 +11,7 @@ import msgspec
 import torch
 import torch.distributed as dist
 
-from sluice.distributed.parallel_context import ShardLost
+from sluice.distributed.parallel_context import collective
 from sluice.model.step import RequestId, ScheduledRequest, StepPlan
 from sluice.sampling_params import SamplingParams
 
@@ -128,13 +128,9 @@ class PlanBroadcast:
         return self._decoder.decode(payload.numpy().tobytes())
 
     def barrier(self) -> None:
-        try:
+        with collective("a shard missed the heartbeat"):
             dist.barrier(group=self.group)
-        except RuntimeError as error:
-            raise ShardLost(f"a shard missed the heartbeat: {error}") from error
 
     def _broadcast(self, tensor: torch.Tensor) -> None:
-        try:
+        with collective("cannot pass the step plan"):
             dist.broadcast(tensor, src=0, group=self.group)
-        except RuntimeError as error:
-            raise ShardLost(f"cannot pass the step plan: {error}") from error

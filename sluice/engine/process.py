@@ -103,8 +103,7 @@ def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineC
     sched_config = launch.config.scheduler
     _warn_of_ignored_flags(sched_config)
     draft_bytes_per_token = draft[1].bytes_per_token if draft else 0
-    size = size_kv_cache(shard, launch.config, extra_bytes_per_token=draft_bytes_per_token)
-    num_blocks = size.num_blocks
+    num_blocks = size_kv_cache(shard, launch.config, extra_bytes_per_token=draft_bytes_per_token)
     limits = derive_limits(
         sched_config,
         kv_capacity_tokens=num_blocks * BLOCK_SIZE,

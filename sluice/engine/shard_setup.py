@@ -23,7 +23,7 @@ from sluice.distributed.shard_group import (
     wait_for_all_shards,
 )
 from sluice.distributed.topology import ShardPlacement
-from sluice.engine.warmup import Warmup, kv_capacity_tokens, warm_up
+from sluice.engine.warmup import kv_capacity_tokens, warm_up
 from sluice.model.attention.paged import PagedAttentionBackend
 from sluice.model.kv_cache import KVCacheSpec
 from sluice.model.loader import load_model, read_hf_config, resolve_dtype
@@ -48,12 +48,6 @@ class Shard:
     """None when the model is not sharded."""
     num_local: int = 1
     """Shards on this host, which share its memory."""
-
-
-@dataclass(frozen=True, slots=True)
-class KVCacheSize:
-    num_blocks: int
-    warmup: Warmup
 
 
 def join_shards(placement: ShardPlacement | None) -> tuple[torch.device, ShardGroups | None]:
@@ -100,12 +94,10 @@ def load_shard(
     return Shard(model, hf_config, spec, dtype, device, backend, groups, num_local)
 
 
-def size_kv_cache(
-    shard: Shard, config: SluiceConfig, *, extra_bytes_per_token: int = 0
-) -> KVCacheSize:
+def size_kv_cache(shard: Shard, config: SluiceConfig, *, extra_bytes_per_token: int = 0) -> int:
     """Warm up, then give the KV cache what memory is left (as a share of this host among its
-    shards), agreed as the smallest over all shards. `extra_bytes_per_token`: a draft model's
-    cache, which shares the blocks."""
+    shards), agreed as the smallest over all shards; returns its number of blocks.
+    `extra_bytes_per_token`: a draft model's cache, which shares the blocks."""
     sched_config = config.scheduler
     if shard.groups is not None:
         wait_for_all_shards()  # every shard has loaded its weights
@@ -136,7 +128,7 @@ def size_kv_cache(
     if shard.groups is not None:
         mine, num_blocks = num_blocks, min_over_shards(num_blocks)
         logger.info("KV cache: this shard holds %d blocks, the tightest %d", mine, num_blocks)
-    return KVCacheSize(num_blocks, warmup)
+    return num_blocks
 
 
 def _take_core_share(local_index: int, num_local: int) -> None:

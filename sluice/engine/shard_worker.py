@@ -78,7 +78,6 @@ def _start(launch: ShardLaunch) -> ShardWorker:
     shard = load_shard(
         launch.config, launch.model_path, device, groups, num_local=launch.placement.num_local
     )
-    size = size_kv_cache(shard, launch.config)
-    caches = shard.spec.allocate(size.num_blocks, BLOCK_SIZE, device)
+    caches = shard.spec.allocate(size_kv_cache(shard, launch.config), BLOCK_SIZE, device)
     runner = ModelRunner(shard.model, shard.backend, caches, BLOCK_SIZE, device)
     return ShardWorker(runner, PlanBroadcast(groups.plans))

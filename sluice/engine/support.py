@@ -7,7 +7,7 @@ import torch
 from transformers import PretrainedConfig
 
 from sluice.config import ModelConfig
-from sluice.distributed.sharding import even_split, shard_heads
+from sluice.distributed.sharding import even_split, model_shard_heads
 from sluice.distributed.topology import Topology
 from sluice.errors import ConfigError, ModelLoadError
 from sluice.model.loader import read_hf_config
@@ -52,21 +52,11 @@ def _check_sharding(
             "act-order (desc_act) GPTQ weights cannot be split into shards: their groups are "
             "not contiguous in input order; serve them with `--num-shard 1`"
         )
-    head_dim = getattr(hf_config, "head_dim", None) or (
-        hf_config.hidden_size // hf_config.num_attention_heads
-    )
     unit = 1 if scheme is None else scheme.split_unit
     per_channel = scheme is not None and scheme.is_pre_quantized and scheme.group_size == -1
     try:
         for rank in range(world_size):
-            heads = shard_heads(
-                hf_config.num_attention_heads,
-                hf_config.num_key_value_heads,
-                head_dim,
-                world_size,
-                rank,
-            )
-            for piece in heads.query_pieces():
+            for piece in model_shard_heads(hf_config, world_size, rank).query_pieces():
                 if piece.start is None and per_channel:
                     raise ValueError(
                         f"shard {rank} pads its attention heads to equal groups, which "

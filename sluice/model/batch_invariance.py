@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from sluice.distributed.sharding import head_dim_of
 from sluice.model.layers.linear import UnquantizedLinearMethod
 
 PROBE_ROWS = (1, 2, 3, 5, 8, 16, 17, 33, 64)
@@ -90,11 +91,14 @@ def model_is_batch_invariant(model: torch.nn.Module, dtype: torch.dtype) -> bool
         if isinstance(getattr(module, "method", None), UnquantizedLinearMethod)
     }
     lm_head = {(config.hidden_size, config.vocab_size)}  # a plain F.linear (layers/embedding.py)
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     return (
         linear_is_batch_invariant(_dense_layer_linear, shapes, dtype, device)
         and linear_is_batch_invariant(F.linear, lm_head, dtype, device)
         and attention_is_batch_invariant(
-            config.num_attention_heads, config.num_key_value_heads, head_dim, dtype, device
+            config.num_attention_heads,
+            config.num_key_value_heads,
+            head_dim_of(config),
+            dtype,
+            device,
         )
     )

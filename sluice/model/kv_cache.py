@@ -11,7 +11,7 @@ import torch
 from transformers import PretrainedConfig
 
 from sluice.distributed.parallel_context import SINGLE_DEVICE, ParallelContext
-from sluice.distributed.sharding import shard_heads
+from sluice.distributed.sharding import model_shard_heads
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,17 +30,8 @@ class KVCacheSpec:
         parallel: ParallelContext = SINGLE_DEVICE,
     ) -> "KVCacheSpec":
         """The cache of a Llama-family model's shard: the KV heads `shard_heads` gives it."""
-        head_dim = getattr(config, "head_dim", None) or (
-            config.hidden_size // config.num_attention_heads
-        )
-        heads = shard_heads(
-            config.num_attention_heads,
-            config.num_key_value_heads,
-            head_dim,
-            parallel.tp_size,
-            parallel.tp_rank,
-        )
-        return cls(config.num_hidden_layers, heads.num_kv_heads, head_dim, dtype)
+        heads = model_shard_heads(config, parallel.tp_size, parallel.tp_rank)
+        return cls(config.num_hidden_layers, heads.num_kv_heads, heads.head_dim, dtype)
 
     @property
     def bytes_per_token(self) -> int:

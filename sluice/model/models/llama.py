@@ -11,7 +11,7 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from sluice.distributed.parallel_context import ParallelContext
-from sluice.distributed.sharding import even_split
+from sluice.distributed.sharding import even_split, head_dim_of
 from sluice.model.attention.backend import AttentionBackend, AttentionMetadata
 from sluice.model.layers.activation import SiluAndMul
 from sluice.model.layers.embedding import ParallelLMHead, VocabParallelEmbedding
@@ -31,10 +31,6 @@ MethodFactory = Callable[[], LinearMethod | None]
 """Makes the linear method of each projection (None: dense)."""
 
 
-def _head_dim(config: PretrainedConfig) -> int:
-    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-
-
 class LlamaAttention(nn.Module):
     def __init__(
         self,
@@ -46,7 +42,7 @@ class LlamaAttention(nn.Module):
         method: MethodFactory,
     ) -> None:
         super().__init__()
-        self.head_dim = _head_dim(config)
+        self.head_dim = head_dim_of(config)
         # Qwen2 has biases on q/k/v but not on o; Llama's `attention_bias` covers both.
         attention_bias = bool(getattr(config, "attention_bias", False))
         qkv_bias = attention_bias or config.model_type == "qwen2"
@@ -198,7 +194,7 @@ class LlamaForCausalLM(nn.Module):
         method: MethodFactory = (
             (lambda: None) if quantization is None else quantization.linear_method
         )
-        head_dim = _head_dim(config)
+        head_dim = head_dim_of(config)
         rotary = RotaryEmbedding(config, head_dim, config.max_position_embeddings)
         self.embed_tokens = VocabParallelEmbedding(
             config.vocab_size, config.hidden_size, parallel=parallel, dtype=dtype
