@@ -3,7 +3,7 @@
 for a batch of requests that each already hold `--context` tokens in the KV cache.
 
 Usage: .venv/bin/python bench/profile_decode_step.py [--batch 64] [--context 160]
-    [--dtype bfloat16] [--quantize gguf] [--backend paged|reference] [--drafts 0]
+    [--dtype bfloat16] [--quantize gguf] [--backend in_place|paged|reference] [--drafts 0]
 Without `--dtype`, the server's default dtype; the packed layers of `--quantize` compute in the
 dtype the server would give them (`packed_kernel_dtype`).
 Prints the CPU, the step time (median of `--steps`), the floor from bytes and FLOPs at this
@@ -13,6 +13,7 @@ time. Nothing else heavy may run meanwhile."""
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -21,6 +22,8 @@ from torch.profiler import ProfilerActivity, profile
 from sluice.bench.machine import GEMM_SIZE, cpu_description, measure_rates
 from sluice.distributed.parallel_context import SINGLE_DEVICE, ParallelContext
 from sluice.model.attention.backend import AttentionBackend
+from sluice.model.attention.in_place import InPlaceAttentionBackend
+from sluice.model.attention.kernels import paged_attention_kernel
 from sluice.model.attention.paged import PagedAttentionBackend
 from sluice.model.attention.torch_sdpa import TorchSdpaBackend
 from sluice.model.kv_cache import KVCacheSpec
@@ -32,7 +35,16 @@ from sluice.sampling_params import SamplingParams
 from sluice.weights import resolve_model
 
 BLOCK_SIZE = 16
-BACKENDS: dict[str, type[AttentionBackend]] = {
+
+
+def _in_place_backend() -> AttentionBackend:
+    kernel = paged_attention_kernel()
+    assert kernel is not None, "the C++ attention kernel did not build"
+    return InPlaceAttentionBackend(kernel)
+
+
+BACKENDS: dict[str, Callable[[], AttentionBackend]] = {
+    "in_place": _in_place_backend,
     "paged": PagedAttentionBackend,
     "reference": TorchSdpaBackend,
 }
@@ -45,7 +57,7 @@ def main() -> None:
     parser.add_argument("--dtype", choices=sorted(DTYPES))
     parser.add_argument("--quantize", choices=("gguf",))
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--backend", default="paged", choices=sorted(BACKENDS))
+    parser.add_argument("--backend", default="in_place", choices=sorted(BACKENDS))
     parser.add_argument(
         "--drafts", type=int, default=0, help="draft tokens each request verifies per step"
     )

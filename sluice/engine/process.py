@@ -31,7 +31,7 @@ from sluice.errors import ConfigError, SluiceError
 from sluice.ipc.messages import EngineFailed, EngineReady
 from sluice.ipc.transport import EngineChannel, IpcAddresses
 from sluice.log import configure_logging
-from sluice.model.attention.paged import PagedAttentionBackend
+from sluice.model.attention.backend import AttentionBackend
 from sluice.model.batch_invariance import model_is_batch_invariant
 from sluice.model.kv_cache import KVCacheSpec
 from sluice.model.loader import load_model, read_hf_config
@@ -98,7 +98,7 @@ def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineC
     shard = load_shard(launch.config, launch.model_path, device, groups, num_local)
     hf_config, dtype = shard.hf_config, shard.dtype
     if device.type == "cpu" and dtype == torch.bfloat16:
-        _log_batch_invariance(shard.model)
+        _log_batch_invariance(shard.model, shard.backend)
     draft = _load_draft(launch, hf_config, dtype, device, shard.backend)
     sched_config = launch.config.scheduler
     _warn_of_ignored_flags(sched_config)
@@ -157,8 +157,8 @@ def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineC
     return EngineCore(scheduler, executor, channel, grammars), ready
 
 
-def _log_batch_invariance(model: nn.Module) -> None:
-    if model_is_batch_invariant(model, torch.bfloat16):
+def _log_batch_invariance(model: nn.Module, backend: AttentionBackend) -> None:
+    if model_is_batch_invariant(model, backend, torch.bfloat16):
         logger.info(
             "greedy output does not depend on load: this CPU's bfloat16 matmuls give a row the "
             "same bits alone and among others (checked on the model's shapes)"
@@ -176,7 +176,7 @@ def _load_draft(
     hf_config: PretrainedConfig,
     dtype: torch.dtype,
     device: torch.device,
-    backend: PagedAttentionBackend,
+    backend: AttentionBackend,
 ) -> tuple[nn.Module, KVCacheSpec] | None:
     """The draft model (`--speculator-model-id`) and the shape of its KV cache, which shares
     the target's blocks (see speculative/draft_model.py)."""

@@ -24,7 +24,8 @@ from sluice.distributed.shard_group import (
 )
 from sluice.distributed.topology import ShardPlacement
 from sluice.engine.warmup import kv_capacity_tokens, warm_up
-from sluice.model.attention.paged import PagedAttentionBackend
+from sluice.model.attention.backend import AttentionBackend
+from sluice.model.attention.in_place import attention_backend_for
 from sluice.model.kv_cache import KVCacheSpec
 from sluice.model.loader import load_model, read_hf_config, resolve_dtype
 from sluice.quantization.scheme import packed_kernel_dtype, resolve_scheme
@@ -43,7 +44,7 @@ class Shard:
     spec: KVCacheSpec
     dtype: torch.dtype
     device: torch.device
-    backend: PagedAttentionBackend
+    backend: AttentionBackend
     groups: ShardGroups | None
     """None when the model is not sharded."""
     num_local: int = 1
@@ -74,7 +75,7 @@ def load_shard(
 ) -> Shard:
     model_config = config.model
     dtype = resolve_dtype(model_config.dtype, device)
-    backend = PagedAttentionBackend()
+    backend = attention_backend_for(device)
     hf_config = read_hf_config(model_path, trust_remote_code=model_config.trust_remote_code)
     parallel = SINGLE_DEVICE if groups is None else groups.parallel
     model = load_model(

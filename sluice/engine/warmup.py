@@ -23,7 +23,6 @@ from torch import nn
 
 from sluice.errors import SluiceError
 from sluice.model.attention.backend import AttentionBackend
-from sluice.model.attention.paged import prompt_attention_bytes
 from sluice.model.kv_cache import KVCacheSpec
 from sluice.model.runner import ModelRunner
 from sluice.model.step import ScheduledRequest, StepPlan
@@ -72,7 +71,7 @@ def warm_up(
     )
     activation_bytes = growth
     if measured_tokens < num_tokens:
-        attention_bytes = prompt_attention_bytes(
+        attention_bytes = backend.prompt_attention_bytes(
             model.config.num_attention_heads, _prompt_lengths(num_tokens, max_positions)
         )
         activation_bytes = -(-growth * num_tokens // measured_tokens) + attention_bytes

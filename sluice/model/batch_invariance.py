@@ -1,8 +1,10 @@
 """Whether a token's arithmetic depends on the other tokens of its step, on this device.
 
 Greedy bfloat16 output on CPU does not depend on load where the matmul kernels give a row the
-same bits alone as among other rows, and a query the same bits whatever keys pad its context
-(attention's batched matmuls; see attention/paged.py). That is a property of the kernels the
+same bits alone as among other rows, and attention gives a query the same bits alone, among
+other queries and inside a prompt chunk (the in-place kernel does by construction; the
+gathering backend's batched matmuls, see attention/paged.py, may not). That is a property of
+the kernels the
 CPU gets: oneDNN's native bfloat16 kernels (avx512_bf16) have it once a single row runs as
 two (see layers/linear.py), torch's own bfloat16 kernels on CPUs without AVX-512 have it, and
 oneDNN's emulated bfloat16 kernels on AVX-512 CPUs without avx512_bf16 do not. Rather than
@@ -16,13 +18,15 @@ import torch
 import torch.nn.functional as F
 
 from sluice.distributed.sharding import head_dim_of
+from sluice.model.attention.backend import AttentionBackend, BatchLayout, slot_mapping_for
 from sluice.model.layers.linear import UnquantizedLinearMethod
 
 PROBE_ROWS = (1, 2, 3, 5, 8, 16, 17, 33, 64)
 """Row counts whose results are compared with the largest call's: one row, small odd and
 even counts, and the block boundaries of common kernels."""
 PROBE_KEYS = (16, 17, 160)
-"""Context lengths attended alone and padded to the longest."""
+"""Context lengths of the decodes attended alone and together."""
+PROBE_BLOCK_SIZE = 16
 
 
 LinearFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -53,35 +57,54 @@ def linear_is_batch_invariant(
 
 
 def attention_is_batch_invariant(
-    num_heads: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device
+    backend: AttentionBackend,
+    num_heads: int,
+    num_kv_heads: int,
+    head_dim: int,
+    dtype: torch.dtype,
+    device: torch.device,
 ) -> bool:
-    """True when the two batched matmuls of attention give a query the same bits alone and
-    among other queries, and over its own keys alone and padded with masked ones."""
+    """True when `backend` gives a query the same bits decoded alone, among other decodes of
+    other context lengths, and as the last token of a prompt chunk: the forms a token takes in
+    a step (random data, contexts of `PROBE_KEYS` tokens)."""
     generator = torch.Generator(device).manual_seed(0)
-    group = num_heads // num_kv_heads
-    longest = max(PROBE_KEYS)
 
     def randn(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=generator, device=device).to(dtype)
 
-    queries = randn(num_kv_heads, max(PROBE_ROWS) * group, head_dim)
-    keys, values = randn(num_kv_heads, longest, head_dim), randn(num_kv_heads, longest, head_dim)
-    scores = torch.bmm(queries, keys.transpose(1, 2))
+    num_requests, longest = max(PROBE_ROWS), max(PROBE_KEYS)
+    blocks_each = -(-longest // PROBE_BLOCK_SIZE)
+    kv_cache = randn(2, num_kv_heads, num_requests * blocks_each * PROBE_BLOCK_SIZE, head_dim)
+    tables = [list(range(r * blocks_each, (r + 1) * blocks_each)) for r in range(num_requests)]
+    contexts = [PROBE_KEYS[r % len(PROBE_KEYS)] for r in range(num_requests)]
+    queries = randn(num_requests, num_heads, head_dim)
+
+    def attend(q: torch.Tensor, layout: BatchLayout) -> torch.Tensor:
+        # The new tokens' keys and values are those already at their slots: writing them
+        # leaves the cache as it is.
+        slots = torch.tensor(slot_mapping_for(layout), device=device)
+        k, v = kv_cache[0][:, slots].transpose(0, 1), kv_cache[1][:, slots].transpose(0, 1)
+        metadata = backend.build_metadata(layout, device)
+        return backend.forward(q, k, v, kv_cache, metadata, head_dim**-0.5)
+
+    def decodes(count: int) -> BatchLayout:
+        starts = [context - 1 for context in contexts[:count]]
+        return BatchLayout([1] * count, starts, tables[:count], PROBE_BLOCK_SIZE)
+
+    together = attend(queries, decodes(num_requests))
     for count in PROBE_ROWS:
-        rows = count * group
-        if not torch.equal(torch.bmm(queries[:, :rows], keys.transpose(1, 2)), scores[:, :rows]):
+        if not torch.equal(attend(queries[:count], decodes(count)), together[:count]):
             return False
-    probs = scores.float().softmax(-1).to(dtype)
-    for num_keys in PROBE_KEYS:
-        padded = torch.zeros_like(probs)
-        padded[:, :, :num_keys] = probs[:, :, :num_keys]
-        own = torch.bmm(probs[:, :, :num_keys], values[:, :num_keys])
-        if not torch.equal(torch.bmm(padded, values), own):
-            return False
-    return True
+    chunk_len = min(PROBE_KEYS)
+    request = contexts.index(longest)
+    chunk = BatchLayout([chunk_len], [longest - chunk_len], [tables[request]], PROBE_BLOCK_SIZE)
+    chunk_q = torch.cat([randn(chunk_len - 1, num_heads, head_dim), queries[request : request + 1]])
+    return torch.equal(attend(chunk_q, chunk)[-1], together[request])
 
 
-def model_is_batch_invariant(model: torch.nn.Module, dtype: torch.dtype) -> bool:
+def model_is_batch_invariant(
+    model: torch.nn.Module, backend: AttentionBackend, dtype: torch.dtype
+) -> bool:
     """The checks on the shapes of `model`'s dense linears, its LM head and its attention."""
     config = model.config  # type: ignore[attr-defined]
     device = next(model.parameters()).device
@@ -95,6 +118,7 @@ def model_is_batch_invariant(model: torch.nn.Module, dtype: torch.dtype) -> bool
         linear_is_batch_invariant(_dense_layer_linear, shapes, dtype, device)
         and linear_is_batch_invariant(F.linear, lm_head, dtype, device)
         and attention_is_batch_invariant(
+            backend,
             config.num_attention_heads,
             config.num_key_value_heads,
             head_dim_of(config),

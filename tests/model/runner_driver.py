@@ -13,7 +13,7 @@ from sluice.engine.drafts import Drafter
 from sluice.engine.kv_cache.manager import KVCacheManager
 from sluice.engine.request import Request
 from sluice.engine.scheduler import Scheduler, SchedulerLimits
-from sluice.model.attention.paged import PagedAttentionBackend
+from sluice.model.attention.in_place import attention_backend_for
 from sluice.model.batch_invariance import model_is_batch_invariant
 from sluice.model.kv_cache import KVCacheSpec
 from sluice.model.loader import load_model, read_hf_config
@@ -38,7 +38,7 @@ def build_runner(
     kernels computing in `kernel_dtype` (None: `dtype`). `parallel`: the shard to build, in a
     process that has joined the shards' group."""
     device = torch.device("cpu")
-    backend = PagedAttentionBackend()
+    backend = attention_backend_for(device)
     config = read_hf_config(path)
     model = load_model(
         path,
@@ -94,7 +94,7 @@ def skip_unless_bfloat16_is_batch_invariant(runner: ModelRunner) -> None:
     """The README promises load-independent greedy bfloat16 output only where this CPU's
     bfloat16 kernels give a row the same bits alone and among others (the engine's start-up
     check); elsewhere the test does not apply."""
-    if not model_is_batch_invariant(runner.model, torch.bfloat16):
+    if not model_is_batch_invariant(runner.model, runner.backend, torch.bfloat16):
         pytest.skip(
             f"this CPU's bfloat16 matmuls ({bfloat16_support()}) round a row differently among "
             "other rows, so greedy bfloat16 output may depend on load here"

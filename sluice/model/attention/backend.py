@@ -53,6 +53,11 @@ class AttentionBackend(Protocol):
         """
         ...
 
+    def prompt_attention_bytes(self, num_heads: int, prompt_lengths: list[int]) -> int:
+        """An upper bound of the memory that attending these prompts in one step takes beyond
+        the queries, keys and values."""
+        ...
+
 
 def write_kv(
     kv_cache: torch.Tensor, slot_mapping: torch.Tensor, k: torch.Tensor, v: torch.Tensor

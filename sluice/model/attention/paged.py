@@ -144,16 +144,14 @@ class PagedAttentionBackend:
             out[rows] = _chunk_attention(q[rows], keys, values, chunk.query_blocks, scale)
         return out
 
-
-def prompt_attention_bytes(num_heads: int, prompt_lengths: list[int]) -> int:
-    """An upper bound of the memory that attending these prompts in one step takes beyond the
-    queries, keys and values: the visibility masks of every query block (a byte a query-key
-    pair, all built with the step's metadata) and the largest block's scores, which stop
-    growing with the prompt at `MAX_SCORES_PER_HEAD` per head."""
-    masks = sum(length * length for length in prompt_lengths)
-    longest = max(prompt_lengths, default=0)
-    scores_per_head = min(longest * longest, MAX_SCORES_PER_HEAD)
-    return masks + SCORE_BYTES_LIVE_PER_PAIR * num_heads * scores_per_head
+    def prompt_attention_bytes(self, num_heads: int, prompt_lengths: list[int]) -> int:
+        """The visibility masks of every query block (a byte a query-key pair, all built with
+        the step's metadata) and the largest block's scores, which stop growing with the
+        prompt at `MAX_SCORES_PER_HEAD` per head."""
+        masks = sum(length * length for length in prompt_lengths)
+        longest = max(prompt_lengths, default=0)
+        scores_per_head = min(longest * longest, MAX_SCORES_PER_HEAD)
+        return masks + SCORE_BYTES_LIVE_PER_PAIR * num_heads * scores_per_head
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,6 +91,13 @@ class TorchSdpaBackend:
         out = out.transpose(1, 2).reshape(-1, num_heads, head_dim)
         return out if metadata.query_rows is None else out[metadata.query_rows]
 
+    def prompt_attention_bytes(self, num_heads: int, prompt_lengths: list[int]) -> int:
+        """The step's causal mask (a byte a query-key pair, padded to the longest prompt) and
+        the float32 scores of every head, which the math kernel materialises."""
+        longest = max(prompt_lengths, default=0)
+        pairs = len(prompt_lengths) * longest * longest
+        return pairs + 4 * num_heads * pairs
+
 
 def _pad_queries(q: torch.Tensor, metadata: SdpaMetadata, num_requests: int) -> torch.Tensor:
     shape = (num_requests, metadata.max_query_len, q.shape[1], q.shape[2])

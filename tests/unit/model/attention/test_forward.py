@@ -1,13 +1,17 @@
-"""Both attention backends on a tiny random paged cache against naive per-request causal
-attention (float32), and the paged backend against the reference in bfloat16."""
+"""The attention backends on a tiny random paged cache against naive per-request causal
+attention (float32), the paged backend against the reference in bfloat16, and the metadata
+of the gathering backend."""
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
 
 from sluice.model.attention import paged
 from sluice.model.attention.backend import AttentionBackend, BatchLayout, slot_mapping_for
+from sluice.model.attention.in_place import InPlaceAttentionBackend
+from sluice.model.attention.kernels import paged_attention_kernel
 from sluice.model.attention.paged import PagedAttentionBackend
 from sluice.model.attention.torch_sdpa import TorchSdpaBackend
 from tests.unit.model.attention.layouts import (
@@ -22,7 +26,19 @@ from tests.unit.model.attention.layouts import (
 
 CPU = torch.device("cpu")
 SCALE = 1 / math.sqrt(HEAD_DIM)
-BACKENDS = {"paged": PagedAttentionBackend, "reference": TorchSdpaBackend}
+
+
+def _in_place_backend() -> InPlaceAttentionBackend:
+    kernel = paged_attention_kernel()
+    assert kernel is not None, "the C++ attention kernel did not build (see the log)"
+    return InPlaceAttentionBackend(kernel)
+
+
+BACKENDS: dict[str, Callable[[], AttentionBackend]] = {
+    "in_place": _in_place_backend,
+    "paged": PagedAttentionBackend,
+    "reference": TorchSdpaBackend,
+}
 
 
 def _naive_attention(
@@ -63,9 +79,9 @@ def _run(
 
 
 @pytest.mark.parametrize("layout", ALL_LAYOUTS.values(), ids=ALL_LAYOUTS.keys())
-@pytest.mark.parametrize("backend_type", BACKENDS.values(), ids=BACKENDS.keys())
+@pytest.mark.parametrize("make_backend", BACKENDS.values(), ids=BACKENDS.keys())
 def test_forward_matches_naive_causal_attention(
-    backend_type: type[AttentionBackend], layout: BatchLayout
+    make_backend: Callable[[], AttentionBackend], layout: BatchLayout
 ) -> None:
     kv_cache, q, k, v = _random_step(layout, torch.float32)
     past = [  # what each request's earlier steps left in the cache
@@ -76,7 +92,7 @@ def test_forward_matches_naive_causal_attention(
         )
     ]
 
-    out, kv_cache = _run(backend_type(), layout, torch.float32)
+    out, kv_cache = _run(make_backend(), layout, torch.float32)
 
     expected, offset = [], 0
     for (past_k, past_v), start, count in zip(
@@ -93,12 +109,15 @@ def test_forward_matches_naive_causal_attention(
 
 
 @pytest.mark.parametrize("layout", ALL_LAYOUTS.values(), ids=ALL_LAYOUTS.keys())
-def test_paged_forward_in_bfloat16_stays_close_to_the_reference(layout: BatchLayout) -> None:
-    paged, _ = _run(PagedAttentionBackend(), layout, torch.bfloat16)
+@pytest.mark.parametrize("make_backend", [_in_place_backend, PagedAttentionBackend])
+def test_forward_in_bfloat16_stays_close_to_the_reference(
+    make_backend: Callable[[], AttentionBackend], layout: BatchLayout
+) -> None:
+    out, _ = _run(make_backend(), layout, torch.bfloat16)
     reference, _ = _run(TorchSdpaBackend(), layout, torch.bfloat16)
 
-    assert paged.dtype == torch.bfloat16
-    torch.testing.assert_close(paged.float(), reference.float(), rtol=0.05, atol=0.05)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference.float(), rtol=0.05, atol=0.05)
 
 
 def test_paged_metadata_splits_decodes_from_prompt_chunks() -> None:
@@ -172,22 +191,23 @@ def test_paged_metadata_cuts_a_long_chunk_into_query_blocks_of_bounded_scores(
 
 
 @pytest.mark.parametrize("pieces", [[1, 19], [3, 17], [13, 7], [19, 1], [1] * 20], ids=str)
-def test_paged_bfloat16_prompt_rows_do_not_depend_on_how_the_prompt_is_cut(
-    pieces: list[int],
+@pytest.mark.parametrize("make_backend", [_in_place_backend, PagedAttentionBackend])
+def test_bfloat16_prompt_rows_do_not_depend_on_how_the_prompt_is_cut(
+    make_backend: Callable[[], AttentionBackend], pieces: list[int]
 ) -> None:
     """A query's bits are the same whether its prompt is computed whole, in chunks or token by
     token (decode and chunk paths alike): what makes verified drafts exact and greedy output
     independent of load."""
-    whole = _prompt_in_pieces([20])
+    whole = _prompt_in_pieces(make_backend(), [20])
 
-    cut = _prompt_in_pieces(pieces)
+    cut = _prompt_in_pieces(make_backend(), pieces)
 
     assert torch.equal(cut, whole)
 
 
-def _prompt_in_pieces(pieces: list[int]) -> torch.Tensor:
-    """The paged backend's output for a 20-token bfloat16 prompt computed in steps of these
-    sizes, each step reading the keys and values the earlier ones wrote."""
+def _prompt_in_pieces(backend: AttentionBackend, pieces: list[int]) -> torch.Tensor:
+    """A backend's output for a 20-token bfloat16 prompt computed in steps of these sizes,
+    each step reading the keys and values the earlier ones wrote."""
     layout = BatchLayout(
         query_lens=[20],
         num_computed_tokens=[0],
@@ -195,7 +215,6 @@ def _prompt_in_pieces(pieces: list[int]) -> torch.Tensor:
         block_size=BLOCK_SIZE,
     )
     kv_cache, q, k, v = _random_step(layout, torch.bfloat16)
-    backend = PagedAttentionBackend()
     out, start = [], 0
     for count in pieces:
         step = BatchLayout([count], [start], layout.block_tables, BLOCK_SIZE)

@@ -1,0 +1,169 @@
+// Attention over the paged KV cache, read where it lies: no gathered copy of any context.
+//
+// Every query row (a decode, or one token of a prompt chunk) is one kind of work: it attends
+// over the first `context_len` keys of its request, causally, with the query heads that share
+// a KV head taken together so each key and value is read once for all of them. A work item is
+// one (row, KV head); its arithmetic depends on nothing but its own row and keys, so a token
+// gets the same bits alone, among other rows, decoding or inside a prompt chunk of any size.
+//
+// Numerics follow the reference backends: float32 scores (accumulated in float32 from the
+// cache dtype), scaled, a float32 softmax, a float32 weighted sum of the values, then one
+// rounding to the query dtype.
+
+#include <ATen/Dispatch_v2.h>
+#include <ATen/Parallel.h>
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "vec.h"
+
+namespace {
+
+using sluice::ScalarVec;
+using sluice::SimdVec;
+
+struct Shapes {
+  int64_t num_heads, num_kv_heads, group, head_dim, slots_per_head, max_blocks, block_size;
+};
+
+// A work item's float32 buffers, kept by each thread from item to item.
+template <typename scalar_t>
+struct Scratch {
+  std::vector<float> queries, scores;  // [group, head_dim], [group, padded context]
+  std::vector<const scalar_t*> keys, values;  // the context's rows in the cache
+};
+
+// Row `row`'s query heads of KV head `kv_head`, over the first `context_len` keys of the
+// request whose block table is `block_table`.
+template <typename Vec, typename scalar_t>
+void attend(const scalar_t* q, const scalar_t* key_cache, const scalar_t* value_cache,
+            const int32_t* block_table, int64_t context_len, const Shapes& s, float scale,
+            int64_t row, int64_t kv_head, Scratch<scalar_t>& scratch, scalar_t* out) {
+  const int64_t group = s.group, head_dim = s.head_dim, n = context_len;
+  const int64_t padded = (n + Vec::size - 1) / Vec::size * Vec::size;
+  scratch.queries.resize(group * head_dim);
+  scratch.scores.resize(group * padded);
+  scratch.keys.resize(n);
+  scratch.values.resize(n);
+  float* queries = scratch.queries.data();
+  const int64_t first_head = kv_head * group;
+  const scalar_t* row_q = q + (row * s.num_heads + first_head) * head_dim;
+  for (int64_t i = 0; i < group * head_dim; ++i) queries[i] = static_cast<float>(row_q[i]);
+  for (int64_t position = 0; position < n; ++position) {
+    const int64_t block = block_table[position / s.block_size];
+    const int64_t slot = kv_head * s.slots_per_head + block * s.block_size + position % s.block_size;
+    scratch.keys[position] = key_cache + slot * head_dim;
+    scratch.values[position] = value_cache + slot * head_dim;
+  }
+
+  // Scores: each key is read once for the group's heads.
+  float* scores = scratch.scores.data();
+  for (int64_t position = 0; position < n; ++position) {
+    const scalar_t* key = scratch.keys[position];
+    for (int64_t g = 0; g < group; ++g) {
+      const float* query = queries + g * head_dim;
+      Vec sum = Vec::load(query) * Vec::load(key);
+      for (int64_t d = Vec::size; d < head_dim; d += Vec::size)
+        sum = fma(Vec::load(query + d), Vec::load(key + d), sum);
+      scores[g * padded + position] = sum.sum() * scale;
+    }
+  }
+
+  // Softmax per head; the padding past the context is -inf going in and 0 coming out.
+  for (int64_t g = 0; g < group; ++g) {
+    float* head = scores + g * padded;
+    std::fill(head + n, head + padded, -std::numeric_limits<float>::infinity());
+    Vec max = Vec::load(head);
+    for (int64_t i = Vec::size; i < padded; i += Vec::size) max = max.max(Vec::load(head + i));
+    const Vec shift = Vec::splat(-max.max_lane());
+    Vec total = Vec::splat(0.f);
+    for (int64_t i = 0; i < padded; i += Vec::size) {
+      const Vec e = sluice::exp(Vec::load(head + i) + shift);
+      e.store(head + i);
+    }
+    std::fill(head + n, head + padded, 0.f);
+    for (int64_t i = 0; i < padded; i += Vec::size) total = total + Vec::load(head + i);
+    const Vec inverse = Vec::splat(1.f / total.sum());
+    for (int64_t i = 0; i < padded; i += Vec::size) (Vec::load(head + i) * inverse).store(head + i);
+  }
+
+  // Weighted sum of the values, a head and a vector of its dims at a time, over four
+  // interleaved accumulators so that consecutive keys do not wait on each other's adds.
+  scalar_t* row_out = out + (row * s.num_heads + first_head) * head_dim;
+  float sums[Vec::size];
+  for (int64_t g = 0; g < group; ++g) {
+    const float* probs = scores + g * padded;
+    for (int64_t d = 0; d < head_dim; d += Vec::size) {
+      Vec acc[4] = {Vec::splat(0.f), Vec::splat(0.f), Vec::splat(0.f), Vec::splat(0.f)};
+      int64_t position = 0;
+      for (; position + 4 <= n; position += 4)
+        for (int k = 0; k < 4; ++k)
+          acc[k] = fma(Vec::splat(probs[position + k]),
+                       Vec::load(scratch.values[position + k] + d), acc[k]);
+      for (; position < n; ++position)
+        acc[0] = fma(Vec::splat(probs[position]), Vec::load(scratch.values[position] + d), acc[0]);
+      ((acc[0] + acc[1]) + (acc[2] + acc[3])).store(sums);
+      for (int64_t i = 0; i < Vec::size; ++i)
+        row_out[g * head_dim + d + i] = static_cast<scalar_t>(sums[i]);
+    }
+  }
+}
+
+template <typename Vec, typename scalar_t>
+void attend_all(const scalar_t* q, const scalar_t* keys, const scalar_t* values,
+                const int32_t* tables, const int32_t* requests, const int32_t* lengths,
+                const Shapes& shapes, float scale, int64_t num_rows, scalar_t* out) {
+  const int64_t num_items = num_rows * shapes.num_kv_heads;
+  // Rows differ in cost (a prompt's last token sees every key, its first one key), so each
+  // thread takes the next item when it is done rather than a fixed share.
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
+    Scratch<scalar_t> scratch;
+    for (int64_t item = next++; item < num_items; item = next++) {
+      const int64_t row = item / shapes.num_kv_heads, kv_head = item % shapes.num_kv_heads;
+      const int32_t* table = tables + requests[row] * shapes.max_blocks;
+      attend<Vec>(q, keys, values, table, lengths[row], shapes, scale, row, kv_head, scratch,
+                  out);
+    }
+  });
+}
+
+}  // namespace
+
+// q: [rows, heads, dim]; key_cache, value_cache: [kv_heads, slots, dim];
+// block_tables: [requests, max_blocks] int32; row_requests, context_lens: [rows] int32, each
+// row's request (its block table) and the number of keys it sees. Returns [rows, heads, dim].
+torch::Tensor paged_attention(const torch::Tensor& q, const torch::Tensor& key_cache,
+                              const torch::Tensor& value_cache, const torch::Tensor& block_tables,
+                              const torch::Tensor& row_requests, const torch::Tensor& context_lens,
+                              int64_t block_size, double scale) {
+  TORCH_CHECK(q.is_contiguous() && key_cache.is_contiguous() && value_cache.is_contiguous(),
+              "paged_attention: q and the caches must be contiguous");
+  TORCH_CHECK(block_tables.scalar_type() == at::kInt && row_requests.scalar_type() == at::kInt &&
+                  context_lens.scalar_type() == at::kInt,
+              "paged_attention: block tables, row requests and context lengths must be int32");
+  TORCH_CHECK(key_cache.scalar_type() == q.scalar_type(), "paged_attention: dtypes differ");
+  const Shapes shapes{q.size(1),        key_cache.size(0),    q.size(1) / key_cache.size(0),
+                      q.size(2),        key_cache.size(1),    block_tables.size(1),
+                      block_size};
+  auto out = torch::empty_like(q);
+  const auto tables = block_tables.contiguous();
+  AT_DISPATCH_V2(q.scalar_type(), "paged_attention", AT_WRAP([&] {
+    const auto run = shapes.head_dim % SimdVec::size == 0 ? attend_all<SimdVec, scalar_t>
+                                                          : attend_all<ScalarVec, scalar_t>;
+    run(q.data_ptr<scalar_t>(), key_cache.data_ptr<scalar_t>(), value_cache.data_ptr<scalar_t>(),
+        tables.data_ptr<int32_t>(), row_requests.data_ptr<int32_t>(),
+        context_lens.data_ptr<int32_t>(), shapes, static_cast<float>(scale), q.size(0),
+        out.data_ptr<scalar_t>());
+  }), at::kFloat, at::kBFloat16, at::kHalf);
+  return out;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("paged_attention", &paged_attention, "Attention over the paged KV cache, read in place");
+}

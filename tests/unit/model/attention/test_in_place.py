@@ -1,0 +1,126 @@
+"""The in-place attention kernel against float64 attention on contexts scattered over a paged
+cache: every dtype it takes, head sizes its SIMD width divides and ones it does not, decodes
+and prompt rows; the same bits on any thread count; and the fallback when it cannot build."""
+
+import logging
+
+import pytest
+import torch
+import torch.utils.cpp_extension
+
+from sluice.model.attention import in_place, kernels
+from sluice.model.attention.in_place import InPlaceAttentionBackend, attention_backend_for
+from sluice.model.attention.kernels import paged_attention_kernel
+from sluice.model.attention.paged import PagedAttentionBackend
+
+BLOCK_SIZE = 16
+NUM_HEADS, NUM_KV_HEADS = 6, 2
+CONTEXTS = [1, 15, 16, 17, 300]
+"""Each row's context: inside one block, a block's edge, across many blocks."""
+TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}
+
+
+def _kernel() -> kernels.PagedAttentionFn:
+    kernel = paged_attention_kernel()
+    assert kernel is not None, "the C++ attention kernel did not build (see the log)"
+    return kernel
+
+
+def _scattered_cache(
+    head_dim: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A cache of random keys and values, one block table per context (blocks in random
+    order), and queries: one row per context."""
+    rng = torch.Generator().manual_seed(0)
+    blocks_each = -(-max(CONTEXTS) // BLOCK_SIZE)
+    num_blocks = len(CONTEXTS) * blocks_each
+    kv_cache = torch.randn(2, NUM_KV_HEADS, num_blocks * BLOCK_SIZE, head_dim, generator=rng)
+    tables = torch.randperm(num_blocks, generator=rng).view(len(CONTEXTS), blocks_each)
+    q = torch.randn(len(CONTEXTS), NUM_HEADS, head_dim, generator=rng)
+    return kv_cache.to(dtype), tables.int(), q.to(dtype)
+
+
+def _float64_attention(
+    q: torch.Tensor, kv_cache: torch.Tensor, tables: torch.Tensor, scale: float
+) -> torch.Tensor:
+    out = torch.empty(q.shape, dtype=torch.float64)
+    group = NUM_HEADS // NUM_KV_HEADS
+    for row, context in enumerate(CONTEXTS):
+        positions = torch.arange(context)
+        slots = tables[row, positions // BLOCK_SIZE].long() * BLOCK_SIZE + positions % BLOCK_SIZE
+        for head in range(NUM_HEADS):
+            keys = kv_cache[0, head // group, slots].double()
+            values = kv_cache[1, head // group, slots].double()
+            weights = (keys @ q[row, head].double() * scale).softmax(-1)
+            out[row, head] = weights @ values
+    return out
+
+
+def _attend(
+    q: torch.Tensor, kv_cache: torch.Tensor, tables: torch.Tensor, scale: float
+) -> torch.Tensor:
+    rows = torch.arange(len(CONTEXTS), dtype=torch.int32)
+    contexts = torch.tensor(CONTEXTS, dtype=torch.int32)
+    return _kernel()(q, kv_cache[0], kv_cache[1], tables, rows, contexts, BLOCK_SIZE, scale)
+
+
+@pytest.mark.parametrize("head_dim", [64, 12], ids=["simd", "scalar"])
+@pytest.mark.parametrize("dtype", TOLERANCE, ids=str)
+def test_kernel_matches_float64_attention(head_dim: int, dtype: torch.dtype) -> None:
+    kv_cache, tables, q = _scattered_cache(head_dim, dtype)
+    scale = head_dim**-0.5
+
+    out = _attend(q, kv_cache, tables, scale)
+
+    assert out.dtype == dtype
+    expected = _float64_attention(q, kv_cache, tables, scale)
+    tolerance = TOLERANCE[dtype]
+    torch.testing.assert_close(out.double(), expected, rtol=tolerance, atol=tolerance)
+
+
+def test_kernel_gives_the_same_bits_on_any_number_of_threads() -> None:
+    kv_cache, tables, q = _scattered_cache(64, torch.bfloat16)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = _attend(q, kv_cache, tables, 0.125)
+    finally:
+        torch.set_num_threads(threads)
+
+    assert torch.equal(_attend(q, kv_cache, tables, 0.125), alone)
+
+
+def test_kernel_softmax_survives_scores_far_apart() -> None:
+    """Scores hundreds apart: the largest key takes all the weight, none overflows."""
+    kv_cache, tables, q = _scattered_cache(64, torch.float32)
+    q = q * 200
+
+    out = _attend(q, kv_cache, tables, 0.125)
+
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(
+        out.double(), _float64_attention(q, kv_cache, tables, 0.125), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_backend_on_a_cpu_uses_the_kernel() -> None:
+    assert isinstance(attention_backend_for(torch.device("cpu")), InPlaceAttentionBackend)
+
+
+def test_backend_falls_back_to_gathering_when_the_kernel_cannot_build(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def no_compiler(**_: object) -> None:
+        raise RuntimeError("Error building extension: c++: command not found")
+
+    paged_attention_kernel.cache_clear()
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", no_compiler)
+    try:
+        with caplog.at_level(logging.WARNING, logger=kernels.__name__):
+            backend = in_place.attention_backend_for(torch.device("cpu"))
+    finally:
+        paged_attention_kernel.cache_clear()
+
+    assert isinstance(backend, PagedAttentionBackend)
+    (record,) = caplog.records
+    assert "c++: command not found" in record.getMessage()
