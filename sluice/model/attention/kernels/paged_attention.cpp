@@ -10,9 +10,10 @@
 // cache dtype), scaled, a float32 softmax, a float32 weighted sum of the values, then one
 // rounding to the query dtype.
 
+#include <ATen/ATen.h>
 #include <ATen/Dispatch_v2.h>
 #include <ATen/Parallel.h>
-#include <torch/extension.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <atomic>
@@ -138,32 +139,55 @@ void attend_all(const scalar_t* q, const scalar_t* keys, const scalar_t* values,
 // q: [rows, heads, dim]; key_cache, value_cache: [kv_heads, slots, dim];
 // block_tables: [requests, max_blocks] int32; row_requests, context_lens: [rows] int32, each
 // row's request (its block table) and the number of keys it sees. Returns [rows, heads, dim].
-torch::Tensor paged_attention(const torch::Tensor& q, const torch::Tensor& key_cache,
-                              const torch::Tensor& value_cache, const torch::Tensor& block_tables,
-                              const torch::Tensor& row_requests, const torch::Tensor& context_lens,
-                              int64_t block_size, double scale) {
+at::Tensor paged_attention(const at::Tensor& q, const at::Tensor& key_cache,
+                           const at::Tensor& value_cache, const at::Tensor& block_tables,
+                           const at::Tensor& row_requests, const at::Tensor& context_lens,
+                           int64_t block_size, double scale) {
+  TORCH_CHECK(q.dim() == 3 && key_cache.dim() == 3 && key_cache.sizes() == value_cache.sizes(),
+              "paged_attention: q must be [rows, heads, dim], the caches [kv_heads, slots, dim]");
   TORCH_CHECK(q.is_contiguous() && key_cache.is_contiguous() && value_cache.is_contiguous(),
               "paged_attention: q and the caches must be contiguous");
+  TORCH_CHECK(key_cache.scalar_type() == q.scalar_type() &&
+                  value_cache.scalar_type() == q.scalar_type(),
+              "paged_attention: q and the caches must share a dtype");
+  TORCH_CHECK(q.size(2) == key_cache.size(2) && q.size(1) % key_cache.size(0) == 0,
+              "paged_attention: head sizes differ, or query heads are not a multiple of KV heads");
   TORCH_CHECK(block_tables.scalar_type() == at::kInt && row_requests.scalar_type() == at::kInt &&
                   context_lens.scalar_type() == at::kInt,
               "paged_attention: block tables, row requests and context lengths must be int32");
-  TORCH_CHECK(key_cache.scalar_type() == q.scalar_type(), "paged_attention: dtypes differ");
-  const Shapes shapes{q.size(1),        key_cache.size(0),    q.size(1) / key_cache.size(0),
-                      q.size(2),        key_cache.size(1),    block_tables.size(1),
+  TORCH_CHECK(row_requests.numel() == q.size(0) && context_lens.numel() == q.size(0),
+              "paged_attention: one request and one context length per row");
+  const Shapes shapes{q.size(1),         key_cache.size(0), q.size(1) / key_cache.size(0),
+                      q.size(2),         key_cache.size(1), block_tables.size(1),
                       block_size};
-  auto out = torch::empty_like(q);
+  const int32_t* requests = row_requests.data_ptr<int32_t>();
+  const int32_t* lengths = context_lens.data_ptr<int32_t>();
+  for (int64_t row = 0; row < q.size(0); ++row)
+    TORCH_CHECK(requests[row] >= 0 && requests[row] < block_tables.size(0) && lengths[row] > 0 &&
+                    lengths[row] <= shapes.max_blocks * block_size,
+                "paged_attention: row ", row, " names a request or context its table lacks");
   const auto tables = block_tables.contiguous();
+  const int32_t* table_data = tables.data_ptr<int32_t>();
+  const int64_t num_blocks = shapes.slots_per_head / block_size;
+  for (int64_t i = 0; i < tables.numel(); ++i)
+    TORCH_CHECK(table_data[i] >= 0 && table_data[i] < num_blocks,
+                "paged_attention: block ", table_data[i], " is outside the cache");
+  auto out = at::empty_like(q);
   AT_DISPATCH_V2(q.scalar_type(), "paged_attention", AT_WRAP([&] {
     const auto run = shapes.head_dim % SimdVec::size == 0 ? attend_all<SimdVec, scalar_t>
                                                           : attend_all<ScalarVec, scalar_t>;
     run(q.data_ptr<scalar_t>(), key_cache.data_ptr<scalar_t>(), value_cache.data_ptr<scalar_t>(),
-        tables.data_ptr<int32_t>(), row_requests.data_ptr<int32_t>(),
-        context_lens.data_ptr<int32_t>(), shapes, static_cast<float>(scale), q.size(0),
+        table_data, requests, lengths, shapes, static_cast<float>(scale), q.size(0),
         out.data_ptr<scalar_t>());
   }), at::kFloat, at::kBFloat16, at::kHalf);
   return out;
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("paged_attention", &paged_attention, "Attention over the paged KV cache, read in place");
+// An operator in a namespace of the build's own name (builds for different instruction sets
+// may share a process), so the profiler shows it by name.
+TORCH_LIBRARY(TORCH_EXTENSION_NAME, m) {
+  m.def(
+      "paged_attention(Tensor q, Tensor key_cache, Tensor value_cache, Tensor block_tables, "
+      "Tensor row_requests, Tensor context_lens, int block_size, float scale) -> Tensor");
+  m.impl("paged_attention", c10::DispatchKey::CPU, &paged_attention);
 }

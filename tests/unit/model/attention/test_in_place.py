@@ -1,6 +1,7 @@
 """The in-place attention kernel against float64 attention on contexts scattered over a paged
-cache: every dtype it takes, head sizes its SIMD width divides and ones it does not, decodes
-and prompt rows; the same bits on any thread count; and the fallback when it cannot build."""
+cache: every dtype it takes, head sizes its SIMD width divides and ones it does not, built for
+this CPU and (on x86 CPUs with AVX2) for AVX2 alone, the path of CPUs without AVX-512; the
+same bits on any thread count; and the fallback when it cannot build."""
 
 import logging
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 import torch.utils.cpp_extension
 
+from sluice.cpu import cpu_flags
 from sluice.model.attention import in_place, kernels
 from sluice.model.attention.in_place import InPlaceAttentionBackend, attention_backend_for
 from sluice.model.attention.kernels import paged_attention_kernel
@@ -20,10 +22,18 @@ CONTEXTS = [1, 15, 16, 17, 300]
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}
 
 
-def _kernel() -> kernels.PagedAttentionFn:
-    kernel = paged_attention_kernel()
-    assert kernel is not None, "the C++ attention kernel did not build (see the log)"
-    return kernel
+BUILDS = {"native": "native", "avx2": "x86-64-v3"}
+"""Test id -> -march of the kernel's build."""
+
+
+def _kernel(build: str = "native") -> kernels.PagedAttentionFn:
+    if build == "native":
+        kernel = paged_attention_kernel()
+        assert kernel is not None, "the C++ attention kernel did not build (see the log)"
+        return kernel
+    if "avx2" not in cpu_flags():
+        pytest.skip("an AVX2 build runs only on an x86 CPU with AVX2")
+    return kernels.build_paged_attention(BUILDS[build])
 
 
 def _scattered_cache(
@@ -57,20 +67,22 @@ def _float64_attention(
 
 
 def _attend(
-    q: torch.Tensor, kv_cache: torch.Tensor, tables: torch.Tensor, scale: float
+    q: torch.Tensor, kv_cache: torch.Tensor, tables: torch.Tensor, scale: float, build: str
 ) -> torch.Tensor:
     rows = torch.arange(len(CONTEXTS), dtype=torch.int32)
     contexts = torch.tensor(CONTEXTS, dtype=torch.int32)
-    return _kernel()(q, kv_cache[0], kv_cache[1], tables, rows, contexts, BLOCK_SIZE, scale)
+    kernel = _kernel(build)
+    return kernel(q, kv_cache[0], kv_cache[1], tables, rows, contexts, BLOCK_SIZE, scale)
 
 
+@pytest.mark.parametrize("build", BUILDS)
 @pytest.mark.parametrize("head_dim", [64, 12], ids=["simd", "scalar"])
 @pytest.mark.parametrize("dtype", TOLERANCE, ids=str)
-def test_kernel_matches_float64_attention(head_dim: int, dtype: torch.dtype) -> None:
+def test_kernel_matches_float64_attention(head_dim: int, dtype: torch.dtype, build: str) -> None:
     kv_cache, tables, q = _scattered_cache(head_dim, dtype)
     scale = head_dim**-0.5
 
-    out = _attend(q, kv_cache, tables, scale)
+    out = _attend(q, kv_cache, tables, scale, build)
 
     assert out.dtype == dtype
     expected = _float64_attention(q, kv_cache, tables, scale)
@@ -83,11 +95,11 @@ def test_kernel_gives_the_same_bits_on_any_number_of_threads() -> None:
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        alone = _attend(q, kv_cache, tables, 0.125)
+        alone = _attend(q, kv_cache, tables, 0.125, "native")
     finally:
         torch.set_num_threads(threads)
 
-    assert torch.equal(_attend(q, kv_cache, tables, 0.125), alone)
+    assert torch.equal(_attend(q, kv_cache, tables, 0.125, "native"), alone)
 
 
 def test_kernel_softmax_survives_scores_far_apart() -> None:
@@ -95,12 +107,31 @@ def test_kernel_softmax_survives_scores_far_apart() -> None:
     kv_cache, tables, q = _scattered_cache(64, torch.float32)
     q = q * 200
 
-    out = _attend(q, kv_cache, tables, 0.125)
+    out = _attend(q, kv_cache, tables, 0.125, "native")
 
     assert torch.isfinite(out).all()
     torch.testing.assert_close(
         out.double(), _float64_attention(q, kv_cache, tables, 0.125), rtol=1e-4, atol=1e-4
     )
+
+
+def test_kernel_refuses_a_context_longer_than_its_block_table() -> None:
+    kv_cache, tables, q = _scattered_cache(64, torch.float32)
+    rows = torch.arange(len(CONTEXTS), dtype=torch.int32)
+    too_long = torch.full((len(CONTEXTS),), tables.shape[1] * BLOCK_SIZE + 1, dtype=torch.int32)
+
+    with pytest.raises(RuntimeError, match="names a request or context its table lacks"):
+        _kernel()(q, kv_cache[0], kv_cache[1], tables, rows, too_long, BLOCK_SIZE, 0.125)
+
+
+def test_kernel_refuses_a_block_outside_the_cache() -> None:
+    kv_cache, tables, q = _scattered_cache(64, torch.float32)
+    rows = torch.arange(len(CONTEXTS), dtype=torch.int32)
+    contexts = torch.tensor(CONTEXTS, dtype=torch.int32)
+    tables[0, 0] = kv_cache.shape[2] // BLOCK_SIZE
+
+    with pytest.raises(RuntimeError, match="is outside the cache"):
+        _kernel()(q, kv_cache[0], kv_cache[1], tables, rows, contexts, BLOCK_SIZE, 0.125)
 
 
 def test_backend_on_a_cpu_uses_the_kernel() -> None:
@@ -113,13 +144,17 @@ def test_backend_falls_back_to_gathering_when_the_kernel_cannot_build(
     def no_compiler(**_: object) -> None:
         raise RuntimeError("Error building extension: c++: command not found")
 
-    paged_attention_kernel.cache_clear()
+    def forget_builds() -> None:
+        paged_attention_kernel.cache_clear()
+        kernels.build_paged_attention.cache_clear()
+
+    forget_builds()
     monkeypatch.setattr(torch.utils.cpp_extension, "load", no_compiler)
     try:
         with caplog.at_level(logging.WARNING, logger=kernels.__name__):
             backend = in_place.attention_backend_for(torch.device("cpu"))
     finally:
-        paged_attention_kernel.cache_clear()
+        forget_builds()
 
     assert isinstance(backend, PagedAttentionBackend)
     (record,) = caplog.records
