@@ -4,11 +4,13 @@ for a batch of requests that each already hold `--context` tokens in the KV cach
 
 Usage: .venv/bin/python bench/profile_decode_step.py [--batch 64] [--context 160]
     [--dtype bfloat16] [--quantize gguf] [--backend in_place|paged|reference] [--drafts 0]
+    [--no-packing] [--markdown FILE]
 Without `--dtype`, the server's default dtype; the packed layers of `--quantize` compute in the
 dtype the server would give them (`packed_kernel_dtype`).
 Prints the CPU, the step time (median of `--steps`), the floor from bytes and FLOPs at this
 machine's bandwidth and matmul rate (measured first, here), and the top operators by self CPU
-time. Nothing else heavy may run meanwhile."""
+time; with `--markdown`, appends the same as a section of FILE, operators grouped by what they
+do. Nothing else heavy may run meanwhile."""
 
 import argparse
 import statistics
@@ -19,6 +21,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from sluice.bench.local_server import git_commit
 from sluice.bench.machine import GEMM_SIZE, cpu_description, measure_rates
 from sluice.distributed.parallel_context import SINGLE_DEVICE, ParallelContext
 from sluice.model.attention.backend import AttentionBackend
@@ -35,6 +38,15 @@ from sluice.sampling_params import SamplingParams
 from sluice.weights import resolve_model
 
 BLOCK_SIZE = 16
+PROFILED_STEPS = 3
+OPERATOR_GROUPS = {
+    "weight matmuls (incl. the LM head)": ("aten::mm", "aten::addmm", "mkldnn::_linear"),
+    "attention: gathering K/V blocks": ("aten::index_select",),
+    "attention: batched matmuls": ("aten::bmm",),
+    "attention: in-place kernel": ("paged_attention",),
+    "writing new K/V": ("aten::index_copy_",),
+}
+"""Profiler keys (substrings) of each group of operators."""
 
 
 def _in_place_backend() -> AttentionBackend:
@@ -61,6 +73,10 @@ def main() -> None:
     parser.add_argument(
         "--drafts", type=int, default=0, help="draft tokens each request verifies per step"
     )
+    parser.add_argument(
+        "--no-packing", action="store_true", help="dense float32 weights as loaded (F.linear)"
+    )
+    parser.add_argument("--markdown", type=Path, help="append the results to this file")
     args = parser.parse_args()
     cpu = torch.device("cpu")
     dtype = resolve_dtype(args.dtype, cpu)
@@ -78,7 +94,13 @@ def main() -> None:
         args.quantize, path, kernel_dtype=packed_kernel_dtype(args.dtype, dtype, cpu)
     )
     runner = build_runner(
-        path, backend, dtype, quantization, args.batch, args.context + args.drafts
+        path,
+        backend,
+        dtype,
+        quantization,
+        args.batch,
+        args.context + args.drafts,
+        pack_weights=not args.no_packing,
     )
     plan = decode_plan(args.batch, args.context, args.drafts)
     runner.execute(prefill_plan(args.batch, args.context))  # fill the cache once
@@ -95,18 +117,57 @@ def main() -> None:
     flops = 2 * num_params * args.batch
     # A decode step reads every weight once: the read bandwidth bounds it at small batches.
     floor = max(flops / matmul_rate, weight_bytes / rates.read_bytes_per_s)
-    print(
-        f"{args.backend} attention, batch {args.batch}, context {args.context}, {dtype_name}"
-        f"{'' if quantization is None else ', --quantize ' + quantization.method}, "
-        f"{torch.get_num_threads()} threads: step {step * 1000:.1f} ms "
-        f"(min {min(times) * 1000:.1f}, max {max(times) * 1000:.1f}), "
+    title = (
+        f"{args.backend} attention, {'F.linear' if args.no_packing else 'packed'} weights, "
+        f"batch {args.batch}, context {args.context}, {dtype_name}"
+        f"{'' if quantization is None else ', --quantize ' + quantization.method}"
+    )
+    summary = (
+        f"step {step * 1000:.1f} ms ({min(times) * 1000:.1f}-{max(times) * 1000:.1f}), "
         f"{args.batch / step:.0f} tokens/s; floor {floor * 1000:.1f} ms "
         f"({flops / 1e9:.1f} GFLOP, {weight_bytes / 1e6:.0f} MB of weights)"
     )
+    print(f"{title}, {torch.get_num_threads()} threads: {summary}")
     with profile(activities=[ProfilerActivity.CPU]) as profiler:
-        for _ in range(3):
+        for _ in range(PROFILED_STEPS):
             runner.execute(plan)
     print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=18))
+    if args.markdown is not None:
+        rates_line = (
+            f"measured here: copy {rates.copy_bytes_per_s / 1e9:.1f} GB/s, read "
+            f"{rates.read_bytes_per_s / 1e9:.1f} GB/s, {dtype_name} GEMM "
+            f"{matmul_rate / 1e9:.0f} GFLOP/s"
+        )
+        section = _markdown_section(title, summary, rates_line, profiler, step)
+        with args.markdown.open("a") as file:
+            file.write(section)
+
+
+def _markdown_section(
+    title: str, summary: str, rates_line: str, profiler: profile, step_s: float
+) -> str:
+    """The step's figures and its operators' self time per step, grouped by `OPERATOR_GROUPS`."""
+    per_group: dict[str, float] = dict.fromkeys([*OPERATOR_GROUPS, "other operators"], 0.0)
+    for event in profiler.key_averages():
+        group = next(
+            (name for name, keys in OPERATOR_GROUPS.items() if any(k in event.key for k in keys)),
+            "other operators",
+        )
+        per_group[group] += event.self_cpu_time_total / 1e3 / PROFILED_STEPS
+    rest = step_s * 1e3 - sum(per_group.values())
+    lines = [
+        f"### {title}",
+        "",
+        f"Commit {git_commit()}; {cpu_description()}; {rates_line}. {summary}.",
+        "",
+        "| where | ms per step |",
+        "|---|---|",
+        *(f"| {name} | {ms:.1f} |" for name, ms in per_group.items()),
+        f"| Python and dispatch (the rest of the step) | {max(rest, 0.0):.1f} |",
+        "",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def build_runner(
@@ -117,6 +178,7 @@ def build_runner(
     batch: int,
     context: int,
     parallel: ParallelContext = SINGLE_DEVICE,
+    pack_weights: bool = True,
 ) -> ModelRunner:
     """A runner whose cache holds `batch` requests of `context` tokens; `parallel`: the
     shard to build, in a process that has joined the others."""
@@ -130,6 +192,7 @@ def build_runner(
         parallel=parallel,
         backend=backend,
         quantization=quantization,
+        pack_weights=pack_weights,
     )
     spec = KVCacheSpec.for_model(config, dtype, parallel)
     blocks_per_request = -(-(context + 1) // BLOCK_SIZE)

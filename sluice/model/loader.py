@@ -13,6 +13,7 @@ from sluice.distributed.parallel_context import ParallelContext
 from sluice.errors import ModelLoadError
 from sluice.model.attention.backend import AttentionBackend
 from sluice.model.models.registry import model_class_for
+from sluice.model.onednn_packing import pack_dense_weights, packing_pays
 from sluice.quantization.scheme import GGUF, QuantizationScheme
 from sluice.weights.gguf_linears import iter_gguf_packed_tensors
 from sluice.weights.safetensors_reader import iter_checkpoint_tensors
@@ -45,9 +46,11 @@ def load_model(
     parallel: ParallelContext,
     backend: AttentionBackend,
     quantization: QuantizationScheme | None = None,
+    pack_weights: bool = True,
 ) -> nn.Module:
     """Instantiate the checkpoint's architecture on `device` and load this shard's weights,
-    its linear layers quantized by `quantization` if given."""
+    its linear layers quantized by `quantization` if given, its dense float32 weights packed
+    for oneDNN where that pays (`pack_weights=False`: as loaded, to measure against)."""
     started = time.perf_counter()
     try:
         model_class = model_class_for(config.architectures)
@@ -69,6 +72,8 @@ def load_model(
             "config.json or is incomplete: fetch or convert it again"
         ) from error
     model.eval()
+    if pack_weights and packing_pays(dtype, device):
+        pack_dense_weights(model)
     num_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     logger.info(
         "loaded %s (%s%s, %.0f MB of weights) in %.1fs",

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sluice.distributed.parallel_context import ParallelContext
-from sluice.model.layers.linear import expect_shape
+from sluice.model.layers.linear import dense_linear, expect_shape
 
 
 class VocabParallelEmbedding(nn.Module):
@@ -45,7 +45,12 @@ class VocabParallelEmbedding(nn.Module):
 class ParallelLMHead(VocabParallelEmbedding):
     """Projects hidden states to vocabulary logits; may share its weight with the embedding."""
 
+    packed_weight: torch.Tensor | None = None
+    """oneDNN's packing of a weight shared with the embedding, whose lookups need it as it is
+    (see model/onednn_packing.py)."""
+
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = F.linear(hidden, self.weight)  # [num_rows, shard vocab]
+        weight = self.weight if self.packed_weight is None else self.packed_weight
+        logits = dense_linear(hidden, weight)  # [num_rows, shard vocab]
         logits = self.parallel.all_gather_last_dim(logits)
         return logits[:, : self.vocab_size]

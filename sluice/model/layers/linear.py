@@ -38,8 +38,19 @@ class LinearMethod(Protocol):
     ) -> torch.Tensor: ...
 
 
+def dense_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """`F.linear`, or oneDNN's own linear for a weight it holds in its blocked layout (see
+    model/onednn_packing.py)."""
+    if weight.is_mkldnn:
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    return F.linear(x, weight, bias)
+
+
 class UnquantizedLinearMethod:
-    """A dense weight of shape [output_size, input_size] and `F.linear`."""
+    """A dense weight of shape [output_size, input_size] (or oneDNN's packing of it) and
+    `dense_linear`."""
 
     def create_weights(
         self, layer: nn.Module, input_size: int, output_size: int, dtype: torch.dtype
@@ -52,8 +63,8 @@ class UnquantizedLinearMethod:
             # which rounds some outputs differently; as one of two rows, a token gets the same
             # result whatever else shares its step, so a draft verified among other positions
             # scores exactly as decoding it alone would. Two rows cost no more than one.
-            return F.linear(x.expand(2, -1), layer.weight, bias)[:1]
-        return F.linear(x, layer.weight, bias)
+            return dense_linear(x.expand(2, -1), layer.weight, bias)[:1]
+        return dense_linear(x, layer.weight, bias)
 
 
 class _ParallelLinear(nn.Module):
