@@ -66,8 +66,8 @@ def main() -> None:
         packed = pack(weight)
         for rows in NUM_ROWS:
             x = torch.randn(rows, input_size)
-            plain = _median_ms(lambda x=x: F.linear(x, weight), args.samples)
-            ours = _median_ms(lambda x=x: dense_linear(x, packed), args.samples)
+            plain = _median_ms(lambda x=x, w=weight: F.linear(x, w), args.samples)
+            ours = _median_ms(lambda x=x, w=packed: dense_linear(x, w), args.samples)
             per_step[rows][0] += calls * plain
             per_step[rows][1] += calls * ours
             flops = 2 * rows * input_size * output_size
