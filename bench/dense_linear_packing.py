@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Dense float32 linears on the default model's shapes: `F.linear` on the weight as loaded
-against oneDNN's linear on the weight packed ahead (model/onednn_packing.py), at 1, 16, 64 and
-256 rows, beside the measured 2048-square GEMM rate.
+"""Dense linears on the default model's shapes: `F.linear` on the weight as loaded against
+oneDNN's linear on the weight packed ahead (model/onednn_packing.py), at 1, 2, 16, 64 and 256
+rows, in float32 and (where the CPU has bf16 instructions, the only place sluice packs it)
+bfloat16, beside the measured 2048-square GEMM rate.
 
 Usage: .venv/bin/python bench/dense_linear_packing.py [--samples 20]
 Writes bench/results/dense_linear_packing_<cpu kind>.md: milliseconds per call (median of
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from sluice.bench.local_server import git_commit
 from sluice.bench.machine import cpu_description, cpu_kind, measure_rates
 from sluice.model.layers.linear import dense_linear
-from sluice.model.onednn_packing import pack
+from sluice.model.onednn_packing import pack, packing_pays
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES = (  # name, input size, output size, calls per decode step
@@ -29,7 +30,8 @@ SHAPES = (  # name, input size, output size, calls per decode step
     ("down_proj", 1536, 576, 30),
     ("lm_head", 576, 49152, 1),
 )
-NUM_ROWS = (1, 16, 64, 256)
+NUM_ROWS = (1, 2, 16, 64, 256)
+"""2: a bfloat16 decode alone runs as two rows (layers/linear.py)."""
 
 
 def _median_ms(call: Callable[[], torch.Tensor], samples: int) -> float:
@@ -49,37 +51,46 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=ROOT / "bench/results")
     args = parser.parse_args()
     torch.manual_seed(0)
-    gemm = measure_rates((torch.float32,)).gemm_flops_per_s["float32"]
+    cpu = torch.device("cpu")
+    dtypes = [dtype for dtype in (torch.float32, torch.bfloat16) if packing_pays(dtype, cpu)]
+    rates = measure_rates(tuple(dtypes)).gemm_flops_per_s
+    measured = ", ".join(f"{name} {rate / 1e9:.0f}" for name, rate in rates.items())
     lines = [
-        "# Dense float32 linears: F.linear against oneDNN on a prepacked weight",
+        "# Dense linears: F.linear against oneDNN on a prepacked weight",
         "",
-        f"Commit {git_commit()}, torch {torch.__version__}, {cpu_description()}; float32 "
-        f"GEMM measured here {gemm / 1e9:.0f} GFLOP/s (2048-square). Milliseconds per call, "
-        f"median of {args.samples}, and GFLOP/s. Produced by `bench/dense_linear_packing.py`.",
+        f"Commit {git_commit()}, torch {torch.__version__}, {cpu_description()}; GEMM "
+        f"measured here (2048-square, GFLOP/s): {measured}. Milliseconds per call, median of "
+        f"{args.samples}, and GFLOP/s. Produced by `bench/dense_linear_packing.py`.",
         "",
-        "| layer | rows | F.linear ms | packed ms | F.linear GFLOP/s | packed GFLOP/s | speed-up |",
-        "|---|---|---|---|---|---|---|",
+        "| dtype | layer | rows | F.linear ms | packed ms | F.linear GFLOP/s | "
+        "packed GFLOP/s | speed-up |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    per_step = {rows: [0.0, 0.0] for rows in NUM_ROWS}
-    for name, input_size, output_size, calls in SHAPES:
-        weight = torch.randn(output_size, input_size)
+    per_step = {(dtype, rows): [0.0, 0.0] for dtype in dtypes for rows in NUM_ROWS}
+    for dtype, (name, input_size, output_size, calls) in (
+        (dtype, shape) for dtype in dtypes for shape in SHAPES
+    ):
+        weight = torch.randn(output_size, input_size).to(dtype)
         packed = pack(weight)
         for rows in NUM_ROWS:
-            x = torch.randn(rows, input_size)
+            x = torch.randn(rows, input_size).to(dtype)
             plain = _median_ms(lambda x=x, w=weight: F.linear(x, w), args.samples)
             ours = _median_ms(lambda x=x, w=packed: dense_linear(x, w), args.samples)
-            per_step[rows][0] += calls * plain
-            per_step[rows][1] += calls * ours
+            per_step[dtype, rows][0] += calls * plain
+            per_step[dtype, rows][1] += calls * ours
             flops = 2 * rows * input_size * output_size
             lines.append(
-                f"| {name} {input_size}->{output_size} | {rows} | {plain:.3f} | {ours:.3f} | "
+                f"| {str(dtype)[6:]} | {name} {input_size}->{output_size} | {rows} | "
+                f"{plain:.3f} | {ours:.3f} | "
                 f"{flops / plain / 1e6:.0f} | {flops / ours / 1e6:.0f} | {plain / ours:.2f}x |"
             )
             print(lines[-1], flush=True)
     lines += ["", "A decode step's weight matmuls (30 layers and the LM head), ms:", ""]
-    lines += ["| rows | F.linear | packed | speed-up |", "|---|---|---|---|"]
-    for rows, (plain, ours) in per_step.items():
-        lines.append(f"| {rows} | {plain:.1f} | {ours:.1f} | {plain / ours:.2f}x |")
+    lines += ["| dtype | rows | F.linear | packed | speed-up |", "|---|---|---|---|---|"]
+    for (dtype, rows), (plain, ours) in per_step.items():
+        lines.append(
+            f"| {str(dtype)[6:]} | {rows} | {plain:.1f} | {ours:.1f} | {plain / ours:.2f}x |"
+        )
     args.output.mkdir(parents=True, exist_ok=True)
     path = args.output / f"dense_linear_packing_{cpu_kind()}.md"
     path.write_text("\n".join([*lines, ""]))

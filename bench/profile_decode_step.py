@@ -31,6 +31,7 @@ from sluice.model.attention.paged import PagedAttentionBackend
 from sluice.model.attention.torch_sdpa import TorchSdpaBackend
 from sluice.model.kv_cache import KVCacheSpec
 from sluice.model.loader import DTYPES, load_model, read_hf_config, resolve_dtype
+from sluice.model.onednn_packing import packing_pays
 from sluice.model.runner import ModelRunner
 from sluice.model.step import ScheduledRequest, StepPlan
 from sluice.quantization.scheme import QuantizationScheme, packed_kernel_dtype, resolve_scheme
@@ -117,8 +118,9 @@ def main() -> None:
     flops = 2 * num_params * args.batch
     # A decode step reads every weight once: the read bandwidth bounds it at small batches.
     floor = max(flops / matmul_rate, weight_bytes / rates.read_bytes_per_s)
+    packed = packing_pays(dtype, cpu) and not args.no_packing
     title = (
-        f"{args.backend} attention, {'F.linear' if args.no_packing else 'packed'} weights, "
+        f"{args.backend} attention, {'packed' if packed else 'F.linear'} weights, "
         f"batch {args.batch}, context {args.context}, {dtype_name}"
         f"{'' if quantization is None else ', --quantize ' + quantization.method}"
     )

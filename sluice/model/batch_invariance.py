@@ -15,11 +15,11 @@ question before they hold a run to it."""
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 from sluice.distributed.sharding import head_dim_of
 from sluice.model.attention.backend import AttentionBackend, BatchLayout, slot_mapping_for
-from sluice.model.layers.linear import UnquantizedLinearMethod
+from sluice.model.layers.linear import UnquantizedLinearMethod, dense_linear
+from sluice.model.onednn_packing import pack, packing_pays
 
 PROBE_ROWS = (1, 2, 3, 5, 8, 16, 17, 33, 64)
 """Row counts whose results are compared with the largest call's: one row, small odd and
@@ -40,15 +40,20 @@ def _dense_layer_linear(rows: torch.Tensor, weight: torch.Tensor) -> torch.Tenso
 
 
 def linear_is_batch_invariant(
-    linear: LinearFn, shapes: set[tuple[int, int]], dtype: torch.dtype, device: torch.device
+    linear: LinearFn,
+    shapes: set[tuple[int, int]],
+    dtype: torch.dtype,
+    device: torch.device,
+    prepare_weight: Callable[[torch.Tensor], torch.Tensor] = lambda weight: weight,
 ) -> bool:
     """True when, for every [input_size, output_size] in `shapes`, each row of `linear` over
-    `max(PROBE_ROWS)` rows equals that row computed among fewer rows (random data)."""
+    `max(PROBE_ROWS)` rows equals that row computed among fewer rows (random data), with the
+    weight as the model holds it after loading (`prepare_weight`: packed, say)."""
     generator = torch.Generator(device).manual_seed(0)
     for input_size, output_size in sorted(shapes):
         weight = torch.randn(output_size, input_size, generator=generator, device=device)
         rows = torch.randn(max(PROBE_ROWS), input_size, generator=generator, device=device)
-        weight, rows = weight.to(dtype), rows.to(dtype)
+        weight, rows = prepare_weight(weight.to(dtype)), rows.to(dtype)
         together = linear(rows, weight)
         for count in PROBE_ROWS:
             if not torch.equal(linear(rows[:count], weight), together[:count]):
@@ -113,10 +118,13 @@ def model_is_batch_invariant(
         for module in model.modules()
         if isinstance(getattr(module, "method", None), UnquantizedLinearMethod)
     }
-    lm_head = {(config.hidden_size, config.vocab_size)}  # a plain F.linear (layers/embedding.py)
+    lm_head = {
+        (config.hidden_size, config.vocab_size)
+    }  # a plain dense_linear (layers/embedding.py)
+    as_loaded = pack if packing_pays(dtype, device) else lambda weight: weight
     return (
-        linear_is_batch_invariant(_dense_layer_linear, shapes, dtype, device)
-        and linear_is_batch_invariant(F.linear, lm_head, dtype, device)
+        linear_is_batch_invariant(_dense_layer_linear, shapes, dtype, device, as_loaded)
+        and linear_is_batch_invariant(dense_linear, lm_head, dtype, device, as_loaded)
         and attention_is_batch_invariant(
             backend,
             config.num_attention_heads,

@@ -33,8 +33,10 @@ def build_runner(
     quantize: str | None = None,
     kernel_dtype: torch.dtype | None = None,
     parallel: ParallelContext = SINGLE_DEVICE,
+    pack_weights: bool = True,
 ) -> ModelRunner:
-    """`quantize`: as `--quantize`; the checkpoint's own scheme applies regardless, its packed
+    """`pack_weights=False`: dense weights as loaded, to change before `pack_dense_weights`.
+    `quantize`: as `--quantize`; the checkpoint's own scheme applies regardless, its packed
     kernels computing in `kernel_dtype` (None: `dtype`). `parallel`: the shard to build, in a
     process that has joined the shards' group."""
     device = torch.device("cpu")
@@ -48,6 +50,7 @@ def build_runner(
         parallel=parallel,
         backend=backend,
         quantization=resolve_scheme(quantize, path, kernel_dtype=kernel_dtype),
+        pack_weights=pack_weights,
     )
     spec = KVCacheSpec.for_model(config, dtype, parallel)
     return ModelRunner(
@@ -101,9 +104,11 @@ def skip_unless_bfloat16_is_batch_invariant(runner: ModelRunner) -> None:
         )
 
 
-def build_draft_model(path: Path, dtype: torch.dtype, num_blocks: int) -> DraftModel:
+def build_draft_model(
+    path: Path, dtype: torch.dtype, num_blocks: int, pack_weights: bool = True
+) -> DraftModel:
     """A draft model over its own KV cache of `num_blocks` blocks (the target's count)."""
-    runner = build_runner(path, dtype, num_blocks)
+    runner = build_runner(path, dtype, num_blocks, pack_weights=pack_weights)
     return DraftModel(runner.model, runner.backend, runner.kv_caches, BLOCK_SIZE, runner.device)
 
 

@@ -12,6 +12,7 @@ from transformers import AutoTokenizer
 
 from sluice.bench.workloads import load_workload
 from sluice.engine.kv_cache.manager import KVCacheManager
+from sluice.model.onednn_packing import pack_dense_weights, packing_pays
 from sluice.model.runner import ModelRunner
 from sluice.model.step import ScheduledRequest
 from sluice.sampling_params import SamplingParams
@@ -105,13 +106,16 @@ def test_a_perturbed_draft_gets_some_drafts_rejected_and_changes_no_output(
     plain_outputs: list[list[int]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    perturbed = build_draft_model(resolve_model().path, torch.bfloat16, NUM_BLOCKS)
+    path = resolve_model().path
+    perturbed = build_draft_model(path, torch.bfloat16, NUM_BLOCKS, pack_weights=False)
     _untimed(perturbed, monkeypatch)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():  # noise of 15% of each weight's spread: it still guesses often
         for param in perturbed.model.parameters():
             noise = torch.randn(param.shape, generator=generator) * 0.15 * param.float().std()
             param.add_(noise.to(param.dtype))
+    if packing_pays(torch.bfloat16, runner.device):
+        pack_dense_weights(perturbed.model)
     runner.draft_model = perturbed
     try:
         speculated = generate(runner, prompts, [GREEDY] * 2, run="perturbed", speculate=SPECULATE)
