@@ -78,6 +78,7 @@ def completion_parameters(body: CompletionRequest) -> GenerationParameters:
         seed=body.seed,
         stop=tuple(body.stop or ()),
         details=True,
+        ignore_eos=body.ignore_eos,
     )
 
 

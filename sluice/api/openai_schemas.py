@@ -116,6 +116,11 @@ class CompletionRequest(BaseModel):
     repetition_penalty: float | None = None
     frequency_penalty: float | None = None
     stop: list[str] | None = None
+    ignore_eos: bool = Field(
+        False,
+        description="sluice extension for benchmarks (vLLM's field of the same name): generate "
+        "max_tokens, EOS or not",
+    )
 
     @model_validator(mode="after")
     def _prompt_not_empty(self) -> "CompletionRequest":

@@ -309,6 +309,20 @@ def test_completions_several_prompts(server: SluiceServer) -> None:
     assert single["choices"][0]["text"] == choices[0]["text"]
 
 
+def test_completions_ignore_eos_generates_max_tokens(server: SluiceServer) -> None:
+    """A sluice extension (vLLM's field of the same name), for benchmarks."""
+    prompt = "<|im_start|>user\nSay yes.<|im_end|>\n<|im_start|>assistant\n"
+    body = {"prompt": prompt, "max_tokens": 40, "temperature": 0}
+    stopped = _post(server, "/v1/completions", body).json()
+    assert stopped["choices"][0]["finish_reason"] == "stop"
+    assert stopped["usage"]["completion_tokens"] < 40
+
+    ignoring = _post(server, "/v1/completions", {**body, "ignore_eos": True}).json()
+
+    assert ignoring["choices"][0]["finish_reason"] == "length"
+    assert ignoring["usage"]["completion_tokens"] == 40
+
+
 def test_completions_stream_interleaves_prompts(server: SluiceServer) -> None:
     body = {"prompt": ["Hello", "The sea"], "max_tokens": 3, "temperature": 0, "stream": True}
     chunks = _chunks(_sse(server, "/v1/completions", body))
