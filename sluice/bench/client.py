@@ -1,11 +1,12 @@
-"""Sends generation requests over /generate_stream and times every token as it arrives.
+"""Sends generation requests over /generate_stream (or, to compare with other servers, the
+OpenAI /v1/completions stream) and times every token as it arrives.
 A request that fails (HTTP error status, SSE error event, dropped connection, stream cut short)
 comes back as a RequestTiming with `error` set, so callers count it instead of losing it."""
 
 import asyncio
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -91,6 +92,60 @@ async def stream_request(
     return RequestTiming(sent_at, tuple(token_times), text)
 
 
+def openai_completion_request(model: str) -> "RequestFn":
+    """Requests over /v1/completions, streamed, greedy, for a server serving `model`: what
+    sluice and vLLM both speak. Each chunk with a choice is one token."""
+
+    async def stream_completion(
+        client: httpx.AsyncClient, url: str, prompt: str, max_new_tokens: int, ignore_eos: bool
+    ) -> RequestTiming:
+        body = {
+            "model": model,
+            "prompt": prompt,
+            "max_tokens": max_new_tokens,
+            "temperature": 0,
+            "stream": True,
+            "ignore_eos": ignore_eos,
+        }
+        token_times: list[float] = []
+        pieces: list[str] = []
+        finished = False
+        sent_at = time.perf_counter()
+
+        def failed(error: str) -> RequestTiming:
+            return RequestTiming(sent_at, tuple(token_times), "".join(pieces), error=error)
+
+        try:
+            async with client.stream("POST", f"{url}/v1/completions", json=body) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    return failed(f"HTTP {response.status_code}: {_error_message(response.text)}")
+                async for line in response.aiter_lines():
+                    payload = line.removeprefix("data:").strip()
+                    if not line.startswith("data:") or payload == "[DONE]":
+                        continue
+                    chunk = json.loads(payload)
+                    if "error" in chunk:
+                        return failed(f"stream error: {chunk['error']}")
+                    for choice in chunk.get("choices") or ():
+                        token_times.append(time.perf_counter())
+                        pieces.append(choice.get("text") or "")
+                        finished = finished or bool(choice.get("finish_reason"))
+        except httpx.HTTPError as error:
+            return failed(f"{type(error).__name__}: {error}")
+        except json.JSONDecodeError as error:
+            return failed(f"malformed chunk: {error}")
+        if not finished:
+            return failed("stream ended before its final chunk")
+        return RequestTiming(sent_at, tuple(token_times), "".join(pieces))
+
+    return stream_completion
+
+
+RequestFn = Callable[[httpx.AsyncClient, str, str, int, bool], Coroutine[None, None, RequestTiming]]
+"""(client, url, prompt, max_new_tokens, ignore_eos) -> one request's timing."""
+
+
 def _error_message(body: str) -> str:
     """TGI's error bodies are `{"error": ..., "error_type": ...}`; anything else as sent."""
     try:
@@ -108,6 +163,7 @@ async def run_closed_loop(
     *,
     ignore_eos: bool = True,
     on_done: Callable[[RequestTiming], None] = lambda timing: None,
+    request: RequestFn = stream_request,
 ) -> RunTimings:
     """Send every prompt once, keeping `concurrency` requests in flight: each finished request
     is replaced by the next prompt. Concurrency 1 is one request at a time; len(prompts) is
@@ -117,7 +173,7 @@ async def run_closed_loop(
 
     async def worker() -> None:
         for index in next_indices:  # shared: each index goes to exactly one worker
-            timing = await stream_request(client, url, prompts[index], max_new_tokens, ignore_eos)
+            timing = await request(client, url, prompts[index], max_new_tokens, ignore_eos)
             timings[index] = timing
             on_done(timing)
 
@@ -134,6 +190,7 @@ def run_workload_blocking(
     concurrency: int,
     *,
     ignore_eos: bool = True,
+    request: RequestFn = stream_request,
 ) -> RunTimings:
     """`run_closed_loop` from synchronous code (benchmark scripts), with its own client sized
     for `concurrency`."""
@@ -142,7 +199,13 @@ def run_workload_blocking(
         limits = httpx.Limits(max_connections=concurrency + 1)
         async with httpx.AsyncClient(timeout=None, limits=limits) as client:
             return await run_closed_loop(
-                client, url, prompts, max_new_tokens, concurrency, ignore_eos=ignore_eos
+                client,
+                url,
+                prompts,
+                max_new_tokens,
+                concurrency,
+                ignore_eos=ignore_eos,
+                request=request,
             )
 
     return asyncio.run(run())

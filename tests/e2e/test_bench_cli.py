@@ -5,6 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+
+from sluice.bench.client import openai_completion_request, run_workload_blocking
 from tests.e2e.server import SluiceServer
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -44,3 +47,18 @@ def test_bench_stops_when_the_url_serves_no_generation(server: SluiceServer) -> 
     assert result.returncode == 1
     assert f"warm-up request to {server.url}/nope failed: HTTP 404" in result.stderr
     assert "failed requests" not in result.stdout
+
+
+def test_the_openai_client_times_every_token_of_a_completion_stream(server: SluiceServer) -> None:
+    """The client bench/vllm_comparison.py sends to both servers."""
+    request = openai_completion_request("HuggingFaceTB/SmolLM2-135M-Instruct")
+    prompts = ["Hello", "The sea is"]
+
+    run = run_workload_blocking(server.url, prompts, 7, concurrency=2, request=request)
+
+    assert run.errors == []
+    assert [timing.num_tokens for timing in run.completed] == [7, 7]
+    for prompt, timing in zip(prompts, run.completed, strict=True):  # in prompt order
+        native = {"inputs": prompt, "parameters": {"max_new_tokens": 7}}
+        body = httpx.post(f"{server.url}/generate", json=native, timeout=60).json()
+        assert timing.generated_text == body["generated_text"]
