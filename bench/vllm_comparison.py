@@ -10,6 +10,7 @@ vLLM is not a dependency: point `--vllm-venv` at a virtual environment holding i
       && V/bin/pip uninstall -y torchvision torchaudio torchcodec
 (those three break its import beside the CPU torch). It runs on both cores
 (VLLM_CPU_OMP_THREADS_BIND=0-1, no core reserved for its front end), prefix caching off.
+Each measurement waits for the host to be idle first.
 
 Usage: .venv/bin/python bench/vllm_comparison.py --vllm-venv V [--runs 3] [--dtype float32]
 Both servers start once and stay up; each workload goes to one and then the other, the first
@@ -23,6 +24,7 @@ import os
 import re
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +49,10 @@ VLLM_ENV = {
     "VLLM_CPU_KVCACHE_SPACE": "4",
 }
 READY_TIMEOUT_S = 900
+IDLE_BUSY_FRACTION = 0.1
+MAX_SETTLE_S = 60
+"""Before each measurement the host must be idle (vLLM's worker threads keep a core busy for
+a while after a load; measured right after, sluice's W2 fell from 420 to 265 tokens/s)."""
 
 
 @contextlib.contextmanager
@@ -86,6 +92,25 @@ def _wait_ready(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
     raise TimeoutError(f"vLLM did not become ready within {READY_TIMEOUT_S} s")
 
 
+def wait_until_idle() -> float:
+    """Block until the CPUs were at most `IDLE_BUSY_FRACTION` busy over half a second (or
+    `MAX_SETTLE_S` passed); returns the seconds waited."""
+    started = time.monotonic()
+
+    def busy_and_total() -> tuple[int, int]:
+        fields = [int(value) for value in Path("/proc/stat").read_text().split()[1:9]]
+        idle = fields[3] + fields[4]  # idle and iowait
+        return sum(fields) - idle, sum(fields)
+
+    while time.monotonic() - started < MAX_SETTLE_S:
+        busy_before, total_before = busy_and_total()
+        time.sleep(0.5)
+        busy_after, total_after = busy_and_total()
+        if busy_after - busy_before <= IDLE_BUSY_FRACTION * max(1, total_after - total_before):
+            break
+    return time.monotonic() - started
+
+
 def vllm_dtype(log: Path) -> str:
     """The dtype vLLM's log says it runs the model in."""
     match = re.search(r"dtype=(?:torch\.)?(\w+)", log.read_text())
@@ -106,6 +131,7 @@ def measure(urls: dict[str, str], run_index: int) -> dict[str, Figures]:
     for turn, (name, workload, concurrency) in enumerate(workloads):
         order = labels if (run_index + turn) % 2 == 0 else labels[::-1]
         for label in order:
+            wait_until_idle()
             timings = run_workload_blocking(
                 urls[label],
                 workload.prompts,
@@ -138,7 +164,7 @@ def main() -> None:
     model_path = resolve_model().path
     args.output.mkdir(parents=True, exist_ok=True)
     name = f"vllm_comparison_{cpu_kind()}" + (f"_{args.dtype}" if args.dtype else "")
-    log = args.output / f"{name}.vllm.log"
+    log = Path(tempfile.mkdtemp()) / "vllm.log"
     sluice_flags = ("--dtype", args.dtype) if args.dtype else ()
     sluice_dtype = args.dtype or str(resolve_dtype(None, torch.device("cpu")))[6:]
     runs: list[dict[str, Figures]] = []
@@ -171,7 +197,8 @@ def main() -> None:
         f"Commit {results['commit']}, {results['machine']}; {dtypes}; vLLM 0.32 (vllm-cpu) on "
         "both cores, prefix caching off; the same client for both (/v1/completions, streamed, "
         f"greedy, EOS ignored). {len(runs)} runs, both servers up throughout, each workload to "
-        "one then the other, the first alternating; median (min-max). Produced by "
+        "one then the other, the first alternating, each after the host went idle; median "
+        "(min-max). Produced by "
         "`bench/vllm_comparison.py`.",
         "",
         *[line for line in render_table(runs, "vLLM", "sluice") if "start to healthy" not in line],
@@ -180,6 +207,7 @@ def main() -> None:
     (args.output / f"{name}.json").write_text(json.dumps(results, indent=2))
     (args.output / f"{name}.md").write_text("\n".join(lines))
     print("\n".join(lines))
+    print(f"vLLM's log: {log}")
 
 
 if __name__ == "__main__":
