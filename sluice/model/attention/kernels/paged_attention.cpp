@@ -57,7 +57,8 @@ void attend(const scalar_t* q, const scalar_t* key_cache, const scalar_t* value_
   for (int64_t i = 0; i < group * head_dim; ++i) queries[i] = static_cast<float>(row_q[i]);
   for (int64_t position = 0; position < n; ++position) {
     const int64_t block = block_table[position / s.block_size];
-    const int64_t slot = kv_head * s.slots_per_head + block * s.block_size + position % s.block_size;
+    const int64_t slot =
+        kv_head * s.slots_per_head + block * s.block_size + position % s.block_size;
     scratch.keys[position] = key_cache + slot * head_dim;
     scratch.values[position] = value_cache + slot * head_dim;
   }
@@ -82,15 +83,14 @@ void attend(const scalar_t* q, const scalar_t* key_cache, const scalar_t* value_
     Vec max = Vec::load(head);
     for (int64_t i = Vec::size; i < padded; i += Vec::size) max = max.max(Vec::load(head + i));
     const Vec shift = Vec::splat(-max.max_lane());
-    Vec total = Vec::splat(0.f);
-    for (int64_t i = 0; i < padded; i += Vec::size) {
-      const Vec e = sluice::exp(Vec::load(head + i) + shift);
-      e.store(head + i);
-    }
+    for (int64_t i = 0; i < padded; i += Vec::size)
+      sluice::exp(Vec::load(head + i) + shift).store(head + i);
     std::fill(head + n, head + padded, 0.f);
+    Vec total = Vec::splat(0.f);
     for (int64_t i = 0; i < padded; i += Vec::size) total = total + Vec::load(head + i);
     const Vec inverse = Vec::splat(1.f / total.sum());
-    for (int64_t i = 0; i < padded; i += Vec::size) (Vec::load(head + i) * inverse).store(head + i);
+    for (int64_t i = 0; i < padded; i += Vec::size)
+      (Vec::load(head + i) * inverse).store(head + i);
   }
 
   // Weighted sum of the values, a head and a vector of its dims at a time, over four
@@ -107,7 +107,8 @@ void attend(const scalar_t* q, const scalar_t* key_cache, const scalar_t* value_
           acc[k] = fma(Vec::splat(probs[position + k]),
                        Vec::load(scratch.values[position + k] + d), acc[k]);
       for (; position < n; ++position)
-        acc[0] = fma(Vec::splat(probs[position]), Vec::load(scratch.values[position] + d), acc[0]);
+        acc[0] =
+            fma(Vec::splat(probs[position]), Vec::load(scratch.values[position] + d), acc[0]);
       ((acc[0] + acc[1]) + (acc[2] + acc[3])).store(sums);
       for (int64_t i = 0; i < Vec::size; ++i)
         row_out[g * head_dim + d + i] = static_cast<scalar_t>(sums[i]);

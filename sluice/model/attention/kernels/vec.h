@@ -40,7 +40,9 @@ struct ScalarVec {
   ScalarVec times_two_to(ScalarVec n) const { return {std::ldexp(v, static_cast<int>(n.v))}; }
 };
 
-inline ScalarVec fma(ScalarVec a, ScalarVec b, ScalarVec c) { return {std::fma(a.v, b.v, c.v)}; }
+inline ScalarVec fma(ScalarVec a, ScalarVec b, ScalarVec c) {
+  return {std::fma(a.v, b.v, c.v)};
+}
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -100,8 +102,11 @@ struct SimdVec {
     __m128 pair = _mm_max_ps(quad, _mm_movehl_ps(quad, quad));
     return _mm_cvtss_f32(_mm_max_ss(pair, _mm_movehdup_ps(pair)));
   }
-  SimdVec round() const { return {_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)}; }
-  SimdVec times_two_to(SimdVec n) const {  // n is integral and keeps the result in the normal range
+  SimdVec round() const {
+    return {_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
+  }
+  // n is integral and keeps the result in float32's normal range (exp clamps its input).
+  SimdVec times_two_to(SimdVec n) const {
     const __m256i shift = _mm256_slli_epi32(_mm256_cvtps_epi32(n.v), 23);
     return {_mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(v), shift))};
   }
