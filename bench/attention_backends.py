@@ -22,7 +22,6 @@ from sluice.bench.machine import cpu_description, cpu_kind
 from sluice.bench.stats import Spread
 from sluice.model.attention.backend import AttentionBackend, BatchLayout
 from sluice.model.attention.in_place import InPlaceAttentionBackend
-from sluice.model.attention.kernels import paged_attention_kernel
 from sluice.model.attention.paged import PagedAttentionBackend
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,9 +153,7 @@ def main() -> None:
     parser.add_argument("--no-flex", action="store_true", help="skip FlexAttention")
     parser.add_argument("--output", type=Path, default=ROOT / "bench/results")
     args = parser.parse_args()
-    kernel = paged_attention_kernel()
-    assert kernel is not None, "the C++ attention kernel did not build"
-    gather, in_place = PagedAttentionBackend(), InPlaceAttentionBackend(kernel)
+    gather, in_place = PagedAttentionBackend(), InPlaceAttentionBackend.built_here()
     torch.manual_seed(0)
     lines = [
         "# Attention over the paged KV cache, per backend",

@@ -26,7 +26,6 @@ from sluice.bench.machine import GEMM_SIZE, cpu_description, measure_rates
 from sluice.distributed.parallel_context import SINGLE_DEVICE, ParallelContext
 from sluice.model.attention.backend import AttentionBackend
 from sluice.model.attention.in_place import InPlaceAttentionBackend
-from sluice.model.attention.kernels import paged_attention_kernel
 from sluice.model.attention.paged import PagedAttentionBackend
 from sluice.model.attention.torch_sdpa import TorchSdpaBackend
 from sluice.model.kv_cache import KVCacheSpec
@@ -50,14 +49,8 @@ OPERATOR_GROUPS = {
 """Profiler keys (substrings) of each group of operators."""
 
 
-def _in_place_backend() -> AttentionBackend:
-    kernel = paged_attention_kernel()
-    assert kernel is not None, "the C++ attention kernel did not build"
-    return InPlaceAttentionBackend(kernel)
-
-
 BACKENDS: dict[str, Callable[[], AttentionBackend]] = {
-    "in_place": _in_place_backend,
+    "in_place": InPlaceAttentionBackend.built_here,
     "paged": PagedAttentionBackend,
     "reference": TorchSdpaBackend,
 }

@@ -33,12 +33,10 @@ from pathlib import Path
 import httpx
 import torch
 
-from sluice.bench.client import openai_completion_request, run_workload_blocking
+from sluice.bench.client import openai_completion_request
 from sluice.bench.local_server import git_commit, local_server
 from sluice.bench.machine import cpu_description, cpu_kind
-from sluice.bench.side_by_side import Figures, render_table
-from sluice.bench.stats import SingleStreamRun, ThroughputRun
-from sluice.bench.workloads import Workload, load_workload
+from sluice.bench.side_by_side import Figures, measure_workloads, render_table
 from sluice.model.loader import resolve_dtype
 from sluice.weights import resolve_model
 
@@ -118,41 +116,6 @@ def vllm_dtype(log: Path) -> str:
     return match.group(1) if match else "unknown"
 
 
-def measure(urls: dict[str, str], run_index: int) -> dict[str, Figures]:
-    """One run: a warm-up, W1 and W2 on each server in turn, the first alternating."""
-    request = openai_completion_request(MODEL_ID)
-    labels = list(urls)
-    figures: dict[str, Figures] = {label: {} for label in labels}
-    w1, w2 = load_workload("w1"), load_workload("w2")
-    workloads = (
-        ("warm-up", Workload("warm-up", ("Hello",), 8), 1),
-        ("w1", w1, 1),
-        ("w2", w2, len(w2.prompts)),
-    )
-    for turn, (name, workload, concurrency) in enumerate(workloads):
-        order = labels if (run_index + turn) % 2 == 0 else labels[::-1]
-        for label in order:
-            wait_until_idle()
-            timings = run_workload_blocking(
-                urls[label],
-                workload.prompts,
-                workload.max_new_tokens,
-                concurrency,
-                request=request,
-            )
-            if timings.errors:
-                raise SystemExit(f"{label} {name}: requests failed: {timings.errors[:3]}")
-            if name == "w1":
-                single = SingleStreamRun.of(timings)
-                figures[label]["w1_decode_tokens_per_s"] = single.decode_tokens_per_s
-                figures[label]["w1_ttft_s"] = single.ttft_s
-            elif name == "w2":
-                throughput = ThroughputRun.of(timings)
-                figures[label]["w2_output_tokens_per_s"] = throughput.output_tokens_per_s
-                figures[label]["w2_ttft_p50_s"] = throughput.ttft_p50_s
-    return figures
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vllm-venv", type=Path, required=True)
@@ -179,8 +142,11 @@ def main() -> None:
             urls[label] = stack.enter_context(start())
             startup_s = time.monotonic() - started
             print(f"{label} ready in {startup_s:.0f} s", flush=True)
+        request = openai_completion_request(MODEL_ID)
         for index in range(args.runs):
-            runs.append(measure(urls, index))
+            runs.append(
+                measure_workloads(urls, index, request=request, before_each=wait_until_idle)
+            )
             print(json.dumps(runs[-1]), flush=True)
     for run in runs:  # each started once: the table's start-up row is not measured per run
         for label in run:

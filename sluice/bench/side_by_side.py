@@ -5,12 +5,12 @@ start to healthy."""
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from sluice.bench.client import run_workload_blocking
+from sluice.bench.client import RequestFn, run_workload_blocking, stream_request
 from sluice.bench.local_server import local_server
 from sluice.bench.stats import SingleStreamRun, Spread, ThroughputRun
 from sluice.bench.workloads import Workload, load_workload
@@ -34,36 +34,54 @@ def measure_side_by_side(
     labels = list(servers)
     if len(labels) != 2:
         raise ValueError(f"two servers are compared, got {labels}")
-    figures: dict[str, Figures] = {label: {} for label in labels}
+    startup: dict[str, float] = {}
     urls = {}
     with ExitStack() as stack:
         for label in labels:  # the second starts beside the first, as it runs the warm-up
             started = time.monotonic()
             urls[label] = stack.enter_context(local_server(*servers[label]))
-            figures[label]["start_to_healthy_s"] = time.monotonic() - started
-        w1, w2 = load_workload("w1"), load_workload("w2")
-        for turn, (name, workload, concurrency) in enumerate(
-            (
-                ("warm-up", Workload("warm-up", ("Hello",), 8), 1),
-                ("w1", w1, 1),
-                ("w2", w2, len(w2.prompts)),
+            startup[label] = time.monotonic() - started
+        figures = measure_workloads(urls, run_index)
+    for label in labels:
+        figures[label]["start_to_healthy_s"] = startup[label]
+    return figures
+
+
+def measure_workloads(
+    urls: Mapping[str, str],
+    run_index: int,
+    *,
+    request: RequestFn = stream_request,
+    before_each: Callable[[], object] = lambda: None,
+) -> dict[str, Figures]:
+    """A warm-up, W1 and W2 on each running server in turn, the first alternating with
+    `run_index`; `before_each` runs before every measurement (waiting for an idle host, say)."""
+    labels = list(urls)
+    figures: dict[str, Figures] = {label: {} for label in labels}
+    w1, w2 = load_workload("w1"), load_workload("w2")
+    for turn, (name, workload, concurrency) in enumerate(
+        (
+            ("warm-up", Workload("warm-up", ("Hello",), 8), 1),
+            ("w1", w1, 1),
+            ("w2", w2, len(w2.prompts)),
+        )
+    ):
+        order = labels if (run_index + turn) % 2 == 0 else labels[::-1]
+        for label in order:
+            before_each()
+            timings = run_workload_blocking(
+                urls[label], workload.prompts, workload.max_new_tokens, concurrency, request=request
             )
-        ):
-            order = labels if (run_index + turn) % 2 == 0 else labels[::-1]
-            for label in order:
-                timings = run_workload_blocking(
-                    urls[label], workload.prompts, workload.max_new_tokens, concurrency
-                )
-                if timings.errors:
-                    raise SystemExit(f"{label} {name}: requests failed: {timings.errors[:3]}")
-                if name == "w1":
-                    single = SingleStreamRun.of(timings)
-                    figures[label]["w1_decode_tokens_per_s"] = single.decode_tokens_per_s
-                    figures[label]["w1_ttft_s"] = single.ttft_s
-                elif name == "w2":
-                    throughput = ThroughputRun.of(timings)
-                    figures[label]["w2_output_tokens_per_s"] = throughput.output_tokens_per_s
-                    figures[label]["w2_ttft_p50_s"] = throughput.ttft_p50_s
+            if timings.errors:
+                raise SystemExit(f"{label} {name}: requests failed: {timings.errors[:3]}")
+            if name == "w1":
+                single = SingleStreamRun.of(timings)
+                figures[label]["w1_decode_tokens_per_s"] = single.decode_tokens_per_s
+                figures[label]["w1_ttft_s"] = single.ttft_s
+            elif name == "w2":
+                throughput = ThroughputRun.of(timings)
+                figures[label]["w2_output_tokens_per_s"] = throughput.output_tokens_per_s
+                figures[label]["w2_ttft_p50_s"] = throughput.ttft_p50_s
     return figures
 
 

@@ -39,6 +39,15 @@ class InPlaceAttentionBackend:
     def __init__(self, kernel: PagedAttentionFn) -> None:
         self.kernel = kernel
 
+    @classmethod
+    def built_here(cls) -> "InPlaceAttentionBackend":
+        """With the kernel built for this CPU; raises where it cannot be (for tests and
+        benchmarks, which must not measure the fallback unawares)."""
+        kernel = paged_attention_kernel()
+        if kernel is None:
+            raise RuntimeError("the C++ attention kernel could not be built (see the log)")
+        return cls(kernel)
+
     def build_metadata(self, layout: BatchLayout, device: torch.device) -> InPlaceMetadata:
         max_blocks = max(len(table) for table in layout.block_tables)
         padded = [table + [0] * (max_blocks - len(table)) for table in layout.block_tables]

@@ -11,7 +11,6 @@ import torch
 from sluice.model.attention import paged
 from sluice.model.attention.backend import AttentionBackend, BatchLayout, slot_mapping_for
 from sluice.model.attention.in_place import InPlaceAttentionBackend
-from sluice.model.attention.kernels import paged_attention_kernel
 from sluice.model.attention.paged import PagedAttentionBackend
 from sluice.model.attention.torch_sdpa import TorchSdpaBackend
 from tests.unit.model.attention.layouts import (
@@ -28,14 +27,8 @@ CPU = torch.device("cpu")
 SCALE = 1 / math.sqrt(HEAD_DIM)
 
 
-def _in_place_backend() -> InPlaceAttentionBackend:
-    kernel = paged_attention_kernel()
-    assert kernel is not None, "the C++ attention kernel did not build (see the log)"
-    return InPlaceAttentionBackend(kernel)
-
-
 BACKENDS: dict[str, Callable[[], AttentionBackend]] = {
-    "in_place": _in_place_backend,
+    "in_place": InPlaceAttentionBackend.built_here,
     "paged": PagedAttentionBackend,
     "reference": TorchSdpaBackend,
 }
@@ -109,7 +102,9 @@ def test_forward_matches_naive_causal_attention(
 
 
 @pytest.mark.parametrize("layout", ALL_LAYOUTS.values(), ids=ALL_LAYOUTS.keys())
-@pytest.mark.parametrize("make_backend", [_in_place_backend, PagedAttentionBackend])
+@pytest.mark.parametrize(
+    "make_backend", [InPlaceAttentionBackend.built_here, PagedAttentionBackend]
+)
 def test_forward_in_bfloat16_stays_close_to_the_reference(
     make_backend: Callable[[], AttentionBackend], layout: BatchLayout
 ) -> None:
@@ -191,7 +186,9 @@ def test_paged_metadata_cuts_a_long_chunk_into_query_blocks_of_bounded_scores(
 
 
 @pytest.mark.parametrize("pieces", [[1, 19], [3, 17], [13, 7], [19, 1], [1] * 20], ids=str)
-@pytest.mark.parametrize("make_backend", [_in_place_backend, PagedAttentionBackend])
+@pytest.mark.parametrize(
+    "make_backend", [InPlaceAttentionBackend.built_here, PagedAttentionBackend]
+)
 def test_bfloat16_prompt_rows_do_not_depend_on_how_the_prompt_is_cut(
     make_backend: Callable[[], AttentionBackend], pieces: list[int]
 ) -> None:
