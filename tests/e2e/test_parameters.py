@@ -47,7 +47,9 @@ def _token_ids(payload: dict[str, Any]) -> list[int]:
 def test_repetition_penalty_covers_prompt_and_output_tokens(
     server: SluiceServer, tokenizer: PreTrainedTokenizerBase
 ) -> None:
-    inputs = CHAT.format("Repeat after me: the cat sat on the mat, the cat sat on the mat.")
+    # A prompt whose first answer token is among its own tokens ("Repeat") in the top 5, in
+    # float32 and in bfloat16 alike.
+    inputs = CHAT.format("Repeat after me: The cat sat on the mat, the cat sat on the mat.")
     prompt_ids = set(tokenizer(inputs)["input_ids"])
 
     plain = _token_ids(_generate(server, inputs, max_new_tokens=24))
@@ -61,7 +63,9 @@ def test_repetition_penalty_covers_prompt_and_output_tokens(
 def test_frequency_penalty_subtracts_length_normalised_prompt_counts(
     server: SluiceServer, tokenizer: PreTrainedTokenizerBase
 ) -> None:
-    inputs = CHAT.format("Repeat after me: the cat sat on the mat, the cat sat on the mat.")
+    # A prompt whose first answer token is among its own tokens ("Repeat") in the top 5, in
+    # float32 and in bfloat16 alike.
+    inputs = CHAT.format("Repeat after me: The cat sat on the mat, the cat sat on the mat.")
     prompt_ids = tokenizer(inputs)["input_ids"]
     penalty = 2.0
 
