@@ -3,6 +3,7 @@ to its share of the cores as the server's shards are, and returns what each call
 for tests and benchmarks of sharded models without a server."""
 
 import multiprocessing
+import pickle
 import socket
 import traceback
 from collections.abc import Callable
@@ -35,7 +36,7 @@ def run_on_shards(num_shards: int, function: ShardFunction, *args: Any) -> list[
         for _ in processes:
             rank, ok, value = results.get()
             if ok:
-                by_rank[rank] = value
+                by_rank[rank] = pickle.loads(value)
             else:
                 failures.append(f"shard {rank}:\n{value}")
         if failures:
@@ -66,7 +67,9 @@ def _shard_main(
         _, groups = join_shards(ShardPlacement(rank, num_shards, rank, num_shards, master))
         assert groups is not None
         parallel = groups.parallel
-        results.put((rank, True, function(parallel, *args)))
+        # Pickled here, by value: a queue would share a tensor's memory through a socket of
+        # this process, which may be gone by the time the caller reads it.
+        results.put((rank, True, pickle.dumps(function(parallel, *args))))
     except BaseException:
         results.put((rank, False, traceback.format_exc()))
     finally:
