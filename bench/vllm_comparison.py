@@ -148,9 +148,6 @@ def main() -> None:
                 measure_workloads(urls, index, request=request, before_each=wait_until_idle)
             )
             print(json.dumps(runs[-1]), flush=True)
-    for run in runs:  # each started once: the table's start-up row is not measured per run
-        for label in run:
-            run[label]["start_to_healthy_s"] = float("nan")
     dtypes = f"sluice {sluice_dtype}, vLLM {vllm_dtype(log)}"
     results = {
         "commit": git_commit(),
@@ -168,7 +165,7 @@ def main() -> None:
         "median (min-max). Produced by "
         "`bench/vllm_comparison.py`.",
         "",
-        *[line for line in render_table(runs, "vLLM", "sluice") if "start to healthy" not in line],
+        *render_table(runs, "vLLM", "sluice"),
         "",
     ]
     (args.output / f"{name}.json").write_text(json.dumps(results, indent=2))

@@ -86,12 +86,15 @@ def measure_workloads(
 
 
 def render_table(runs: Sequence[Mapping[str, Figures]], baseline: str, other: str) -> list[str]:
-    """Markdown rows: each measure's median (min-max) for both, and their ratio other/baseline."""
+    """Markdown rows: each measure's median (min-max) for both, and their ratio other/baseline;
+    a measure the runs did not take (a start-up that was not timed) has no row."""
     lines = [
         f"| measure | {baseline} | {other} | {other} / {baseline} |",
         "|---|---|---|---|",
     ]
     for label, key, digits in MEASURES:
+        if key not in runs[0][baseline]:
+            continue
         base = [run[baseline][key] for run in runs]
         values = [run[other][key] for run in runs]
         ratios = [b / a for a, b in zip(base, values, strict=True)]
