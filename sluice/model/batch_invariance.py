@@ -19,7 +19,7 @@ import torch
 from sluice.distributed.sharding import head_dim_of
 from sluice.model.attention.backend import AttentionBackend, BatchLayout, slot_mapping_for
 from sluice.model.layers.linear import UnquantizedLinearMethod, dense_linear
-from sluice.model.onednn_packing import pack, packing_pays
+from sluice.model.onednn_packing import pack
 
 PROBE_ROWS = (1, 2, 3, 5, 8, 16, 17, 33, 64)
 """Row counts whose results are compared with the largest call's: one row, small odd and
@@ -113,15 +113,16 @@ def model_is_batch_invariant(
     """The checks on the shapes of `model`'s dense linears, its LM head and its attention."""
     config = model.config  # type: ignore[attr-defined]
     device = next(model.parameters()).device
-    shapes = {
-        (module.input_size, module.output_size)
+    dense = [
+        module
         for module in model.modules()
         if isinstance(getattr(module, "method", None), UnquantizedLinearMethod)
-    }
-    lm_head = {
-        (config.hidden_size, config.vocab_size)
-    }  # a plain dense_linear (layers/embedding.py)
-    as_loaded = pack if packing_pays(dtype, device) else lambda weight: weight
+    ]
+    shapes = {(module.input_size, module.output_size) for module in dense}
+    # The LM head is a plain dense_linear (layers/embedding.py), packed when the linears are.
+    lm_head = {(config.hidden_size, config.vocab_size)}
+    packed = any(module.weight.is_mkldnn for module in dense)
+    as_loaded = pack if packed else lambda weight: weight
     return (
         linear_is_batch_invariant(_dense_layer_linear, shapes, dtype, device, as_loaded)
         and linear_is_batch_invariant(dense_linear, lm_head, dtype, device, as_loaded)

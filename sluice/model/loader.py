@@ -49,8 +49,9 @@ def load_model(
     pack_weights: bool = True,
 ) -> nn.Module:
     """Instantiate the checkpoint's architecture on `device` and load this shard's weights,
-    its linear layers quantized by `quantization` if given, its dense float32 weights packed
-    for oneDNN where that pays (`pack_weights=False`: as loaded, to measure against)."""
+    its linear layers quantized by `quantization` if given, its dense weights packed for
+    oneDNN where that pays (model/onednn_packing.py; `pack_weights=False`: as loaded, to
+    measure against)."""
     started = time.perf_counter()
     try:
         model_class = model_class_for(config.architectures)

@@ -1,4 +1,4 @@
-"""Dense float32 weights re-laid in oneDNN's blocked format, once, after loading.
+"""Dense weights re-laid in oneDNN's blocked format, once, after loading.
 
 On CPUs `F.linear` hands float32 to a BLAS that re-reads the weight in its checkpoint layout
 on every call; oneDNN's linear over a weight packed ahead for its own kernels runs the same
