@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""Dense linears on the default model's shapes: `F.linear` on the weight as loaded against
-oneDNN's linear on the weight packed ahead (model/onednn_packing.py), at 1, 2, 16, 64 and 256
-rows, in float32 and (where the CPU has bf16 instructions, the only place sluice packs it)
-bfloat16, beside the measured 2048-square GEMM rate.
+"""A decode step's weight matmuls on the default model's shapes (30 layers, each with weights of
+its own so that they stream from memory as in a real step, and the LM head), at 1, 2, 16, 64
+and 256 rows: `F.linear` on the weight as loaded, oneDNN's linear on the weight packed for it
+ahead (what sluice used before its own kernel), and the C++ kernel on the packing of
+model/kernel_packing.py, in float32 (weights kept in float32, and kept in bfloat16 as sluice
+does where bfloat16 holds them exactly) and bfloat16.
 
-Usage: .venv/bin/python bench/dense_linear_packing.py [--samples 20]
-Writes bench/results/dense_linear_packing_<cpu kind>.md: milliseconds per call (median of
-`--samples`) and GFLOP/s. Weights are random. Nothing else heavy may run meanwhile."""
+Usage: .venv/bin/python bench/dense_linear_packing.py [--samples 9]
+Writes bench/results/dense_linear_packing_<cpu kind>.md: milliseconds per step, median (min-max)
+of `--samples`, beside the read bandwidth and GEMM rates measured in the same run. Weights are
+random (rounded to bfloat16 for the bfloat16-kept case). Nothing else heavy may run meanwhile."""
 
 import argparse
 import statistics
@@ -19,78 +22,109 @@ import torch.nn.functional as F
 
 from sluice.bench.local_server import git_commit
 from sluice.bench.machine import cpu_description, cpu_kind, measure_rates
+from sluice.model.kernel_packing import pack, packs_weights
 from sluice.model.layers.linear import dense_linear
-from sluice.model.onednn_packing import pack, packing_pays
 
 ROOT = Path(__file__).resolve().parent.parent
-SHAPES = (  # name, input size, output size, calls per decode step
-    ("qkv_proj", 576, 960, 30),
-    ("o_proj", 576, 576, 30),
-    ("gate_up_proj", 576, 3072, 30),
-    ("down_proj", 1536, 576, 30),
-    ("lm_head", 576, 49152, 1),
+LAYER_SHAPES = (  # input size, output size: qkv, o, gate_up, down
+    (576, 960),
+    (576, 576),
+    (576, 3072),
+    (1536, 576),
 )
+NUM_LAYERS = 30
+LM_HEAD = (576, 49152)
 NUM_ROWS = (1, 2, 16, 64, 256)
-"""2: a bfloat16 decode alone runs as two rows (layers/linear.py)."""
+"""2: a bfloat16 decode alone runs as two rows on `F.linear` (layers/linear.py)."""
+
+Prepare = Callable[[torch.Tensor], torch.Tensor]
+Linear = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _median_ms(call: Callable[[], torch.Tensor], samples: int) -> float:
-    for _ in range(3):
-        call()
+def _onednn_pack(weight: torch.Tensor) -> torch.Tensor:
+    return torch.ops.mkldnn._reorder_linear_weight(weight, 64)
+
+
+def _onednn_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")
+
+
+CANDIDATES: dict[str, tuple[Prepare, Linear]] = {
+    "F.linear": (lambda weight: weight, F.linear),
+    "oneDNN packed": (_onednn_pack, _onednn_linear),
+    "kernel": (lambda weight: pack(weight, narrow_exact_float32=False), dense_linear),
+    "kernel, bf16-kept": (pack, dense_linear),
+}
+"""name -> (how the weight is prepared, how a row block is multiplied by it)."""
+
+
+def _candidates(dtype: torch.dtype) -> list[str]:
+    if dtype == torch.bfloat16:  # kept in bfloat16 either way
+        return ["F.linear", "oneDNN packed", "kernel"]
+    return list(CANDIDATES)
+
+
+def _step_ms(dtype: torch.dtype, name: str, rows: int, samples: int) -> list[float]:
+    prepare, linear = CANDIDATES[name]
+    generator = torch.Generator().manual_seed(0)
+
+    def weight(input_size: int, output_size: int) -> torch.Tensor:
+        random = torch.randn(output_size, input_size, generator=generator)
+        return prepare(random.to(torch.bfloat16).to(dtype))
+
+    layers = [[weight(*shape) for shape in LAYER_SHAPES] for _ in range(NUM_LAYERS)]
+    head = weight(*LM_HEAD)
+    inputs = [torch.randn(rows, input_size).to(dtype) for input_size, _ in LAYER_SHAPES]
+    head_input = torch.randn(rows, LM_HEAD[0]).to(dtype)
+
+    def step() -> None:
+        for layer in layers:
+            for x, w in zip(inputs, layer, strict=True):
+                linear(x, w)
+        linear(head_input, head)
+
+    step()
     times = []
     for _ in range(samples):
         started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1e3
+        step()
+        times.append((time.perf_counter() - started) * 1e3)
+    return times
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--samples", type=int, default=20)
+    parser.add_argument("--samples", type=int, default=9)
     parser.add_argument("--output", type=Path, default=ROOT / "bench/results")
     args = parser.parse_args()
-    torch.manual_seed(0)
     cpu = torch.device("cpu")
-    dtypes = [dtype for dtype in (torch.float32, torch.bfloat16) if packing_pays(dtype, cpu)]
-    rates = measure_rates(tuple(dtypes)).gemm_flops_per_s
-    measured = ", ".join(f"{name} {rate / 1e9:.0f}" for name, rate in rates.items())
+    dtypes = [dtype for dtype in (torch.float32, torch.bfloat16) if packs_weights(dtype, cpu)]
+    rates = measure_rates(tuple(dtypes))
+    measured = ", ".join(
+        f"{name} {rate / 1e9:.0f}" for name, rate in rates.gemm_flops_per_s.items()
+    )
     lines = [
-        "# Dense linears: F.linear against oneDNN on a prepacked weight",
+        "# A decode step's weight matmuls: F.linear, oneDNN packed, the C++ kernel",
         "",
-        f"Commit {git_commit()}, torch {torch.__version__}, {cpu_description()}; GEMM "
-        f"measured here (2048-square, GFLOP/s): {measured}. Milliseconds per call, median of "
-        f"{args.samples}, and GFLOP/s. Produced by `bench/dense_linear_packing.py`.",
+        f"Commit {git_commit()}, torch {torch.__version__}, {cpu_description()}; measured "
+        f"here: read {rates.read_bytes_per_s / 1e9:.1f} GB/s, GEMM (2048-square, GFLOP/s) "
+        f"{measured}. Milliseconds per step (30 layers of distinct weights and the LM head), "
+        f"median (min-max) of {args.samples}. Produced by `bench/dense_linear_packing.py`.",
         "",
-        "| dtype | layer | rows | F.linear ms | packed ms | F.linear GFLOP/s | "
-        "packed GFLOP/s | speed-up |",
-        "|---|---|---|---|---|---|---|---|",
+        "| dtype | rows | " + " | ".join(CANDIDATES) + " |",
+        "|---|---|" + "---|" * len(CANDIDATES),
     ]
-    per_step = {(dtype, rows): [0.0, 0.0] for dtype in dtypes for rows in NUM_ROWS}
-    for dtype, (name, input_size, output_size, calls) in (
-        (dtype, shape) for dtype in dtypes for shape in SHAPES
-    ):
-        weight = torch.randn(output_size, input_size).to(dtype)
-        packed = pack(weight)
+    for dtype in dtypes:
         for rows in NUM_ROWS:
-            x = torch.randn(rows, input_size).to(dtype)
-            plain = _median_ms(lambda x=x, w=weight: F.linear(x, w), args.samples)
-            ours = _median_ms(lambda x=x, w=packed: dense_linear(x, w), args.samples)
-            per_step[dtype, rows][0] += calls * plain
-            per_step[dtype, rows][1] += calls * ours
-            flops = 2 * rows * input_size * output_size
-            lines.append(
-                f"| {str(dtype)[6:]} | {name} {input_size}->{output_size} | {rows} | "
-                f"{plain:.3f} | {ours:.3f} | "
-                f"{flops / plain / 1e6:.0f} | {flops / ours / 1e6:.0f} | {plain / ours:.2f}x |"
-            )
+            cells = []
+            for name in CANDIDATES:
+                if name not in _candidates(dtype):
+                    cells.append("")
+                    continue
+                times = _step_ms(dtype, name, rows, args.samples)
+                cells.append(f"{statistics.median(times):.1f} ({min(times):.1f}-{max(times):.1f})")
+            lines.append(f"| {str(dtype)[6:]} | {rows} | " + " | ".join(cells) + " |")
             print(lines[-1], flush=True)
-    lines += ["", "A decode step's weight matmuls (30 layers and the LM head), ms:", ""]
-    lines += ["| dtype | rows | F.linear | packed | speed-up |", "|---|---|---|---|---|"]
-    for (dtype, rows), (plain, ours) in per_step.items():
-        lines.append(
-            f"| {str(dtype)[6:]} | {rows} | {plain:.1f} | {ours:.1f} | {plain / ours:.2f}x |"
-        )
     args.output.mkdir(parents=True, exist_ok=True)
     path = args.output / f"dense_linear_packing_{cpu_kind()}.md"
     path.write_text("\n".join([*lines, ""]))

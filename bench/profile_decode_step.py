@@ -28,9 +28,9 @@ from sluice.model.attention.backend import AttentionBackend
 from sluice.model.attention.in_place import InPlaceAttentionBackend
 from sluice.model.attention.paged import PagedAttentionBackend
 from sluice.model.attention.torch_sdpa import TorchSdpaBackend
+from sluice.model.kernel_packing import packs_weights
 from sluice.model.kv_cache import KVCacheSpec
 from sluice.model.loader import DTYPES, load_model, read_hf_config, resolve_dtype
-from sluice.model.onednn_packing import packing_pays
 from sluice.model.runner import ModelRunner
 from sluice.model.step import ScheduledRequest, StepPlan
 from sluice.quantization.scheme import QuantizationScheme, packed_kernel_dtype, resolve_scheme
@@ -111,7 +111,7 @@ def main() -> None:
     flops = 2 * num_params * args.batch
     # A decode step reads every weight once: the read bandwidth bounds it at small batches.
     floor = max(flops / matmul_rate, weight_bytes / rates.read_bytes_per_s)
-    packed = packing_pays(dtype, cpu) and not args.no_packing
+    packed = packs_weights(dtype, cpu) and not args.no_packing
     title = (
         f"{args.backend} attention, {'packed' if packed else 'F.linear'} weights, "
         f"batch {args.batch}, context {args.context}, {dtype_name}"

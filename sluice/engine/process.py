@@ -33,6 +33,7 @@ from sluice.ipc.transport import EngineChannel, IpcAddresses
 from sluice.log import configure_logging
 from sluice.model.attention.backend import AttentionBackend
 from sluice.model.batch_invariance import model_is_batch_invariant
+from sluice.model.kernels import cpu_kernels
 from sluice.model.kv_cache import KVCacheSpec
 from sluice.model.loader import load_model, read_hf_config
 from sluice.model.runner import ModelRunner
@@ -97,8 +98,8 @@ def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineC
     num_local = launch.placement.num_local if launch.placement is not None else 1
     shard = load_shard(launch.config, launch.model_path, device, groups, num_local)
     hf_config, dtype = shard.hf_config, shard.dtype
-    if device.type == "cpu" and dtype == torch.bfloat16:
-        _log_batch_invariance(shard.model, shard.backend)
+    if device.type == "cpu" and dtype in (torch.bfloat16, torch.float32):
+        _log_batch_invariance(shard.model, shard.backend, dtype)
     draft = _load_draft(launch, hf_config, dtype, device, shard.backend)
     sched_config = launch.config.scheduler
     _warn_of_ignored_flags(sched_config)
@@ -157,16 +158,17 @@ def _start_engine(launch: EngineLaunch, channel: EngineChannel) -> tuple[EngineC
     return EngineCore(scheduler, executor, channel, grammars), ready
 
 
-def _log_batch_invariance(model: nn.Module, backend: AttentionBackend) -> None:
-    if model_is_batch_invariant(model, backend, torch.bfloat16):
+def _log_batch_invariance(model: nn.Module, backend: AttentionBackend, dtype: torch.dtype) -> None:
+    if model_is_batch_invariant(model, backend, dtype):
         logger.info(
-            "greedy output does not depend on load: this CPU's bfloat16 matmuls give a row the "
+            "greedy output does not depend on load: the matmuls and attention give a row the "
             "same bits alone and among others (checked on the model's shapes)"
         )
     else:
         logger.warning(
-            "greedy output may depend on load: this CPU's bfloat16 matmuls (%s) round a row "
-            "differently among other rows",
+            "greedy output may depend on load: the matmuls or attention round a row "
+            "differently among other rows (C++ kernels: %s; this CPU's bfloat16: %s)",
+            "built" if cpu_kernels() is not None else "not built",
             bfloat16_support(),
         )
 

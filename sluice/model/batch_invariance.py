@@ -2,15 +2,15 @@
 
 Greedy bfloat16 output on CPU does not depend on load where the matmul kernels give a row the
 same bits alone as among other rows, and attention gives a query the same bits alone, among
-other queries and inside a prompt chunk (the in-place kernel does by construction; the
-gathering backend's batched matmuls, see attention/paged.py, may not). That is a property of
-the kernels the
-CPU gets: oneDNN's native bfloat16 kernels (avx512_bf16) have it once a single row runs as
-two (see layers/linear.py), torch's own bfloat16 kernels on CPUs without AVX-512 have it, and
-oneDNN's emulated bfloat16 kernels on AVX-512 CPUs without avx512_bf16 do not. Rather than
-list CPUs, the engine checks the kernels it will run, on the model's own shapes, at start (a
-fraction of a second) and says in its log whether the promise holds; the tests ask the same
-question before they hold a run to it."""
+other queries and inside a prompt chunk. The C++ kernels (model/kernels) do both by
+construction. Without them (no compiler) it is a property of torch's kernels on the CPU at
+hand: oneDNN's native bfloat16 kernels (avx512_bf16) have it once a single row runs as two
+(see layers/linear.py), torch's own bfloat16 kernels on CPUs without AVX-512 have it, oneDNN's
+emulated bfloat16 kernels on AVX-512 CPUs without avx512_bf16 do not, and the gathering
+attention backend's batched matmuls may not. Rather than trust either, the engine checks the
+kernels it will run, on the model's own shapes, at start (a fraction of a second) and says in
+its log whether the promise holds; the tests ask the same question before they hold a run to
+it."""
 
 from collections.abc import Callable
 
@@ -18,8 +18,8 @@ import torch
 
 from sluice.distributed.sharding import head_dim_of
 from sluice.model.attention.backend import AttentionBackend, BatchLayout, slot_mapping_for
-from sluice.model.layers.linear import UnquantizedLinearMethod, dense_linear
-from sluice.model.onednn_packing import pack
+from sluice.model.kernel_packing import pack
+from sluice.model.layers.linear import UnquantizedLinearMethod, dense_linear, is_packed
 
 PROBE_ROWS = (1, 2, 3, 5, 8, 16, 17, 33, 64)
 """Row counts whose results are compared with the largest call's: one row, small odd and
@@ -35,7 +35,9 @@ LinearFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def _dense_layer_linear(rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     layer = torch.nn.Module()
-    layer.weight = torch.nn.Parameter(weight, requires_grad=False)
+    # A packed weight is a parameter already, carrying its out_features.
+    is_parameter = isinstance(weight, torch.nn.Parameter)
+    layer.weight = weight if is_parameter else torch.nn.Parameter(weight, requires_grad=False)
     return UnquantizedLinearMethod().apply(layer, rows, None)
 
 
@@ -121,7 +123,7 @@ def model_is_batch_invariant(
     shapes = {(module.input_size, module.output_size) for module in dense}
     # The LM head is a plain dense_linear (layers/embedding.py), packed when the linears are.
     lm_head = {(config.hidden_size, config.vocab_size)}
-    packed = any(module.weight.is_mkldnn for module in dense)
+    packed = any(is_packed(module.weight) for module in dense)
     as_loaded = pack if packed else lambda weight: weight
     return (
         linear_is_batch_invariant(_dense_layer_linear, shapes, dtype, device, as_loaded)

@@ -12,8 +12,8 @@ from sluice.cpu import has_native_bf16
 from sluice.distributed.parallel_context import ParallelContext
 from sluice.errors import ModelLoadError
 from sluice.model.attention.backend import AttentionBackend
+from sluice.model.kernel_packing import pack_dense_weights, packs_weights
 from sluice.model.models.registry import model_class_for
-from sluice.model.onednn_packing import pack_dense_weights, packing_pays
 from sluice.quantization.scheme import GGUF, QuantizationScheme
 from sluice.weights.gguf_linears import iter_gguf_packed_tensors
 from sluice.weights.safetensors_reader import iter_checkpoint_tensors
@@ -49,9 +49,9 @@ def load_model(
     pack_weights: bool = True,
 ) -> nn.Module:
     """Instantiate the checkpoint's architecture on `device` and load this shard's weights,
-    its linear layers quantized by `quantization` if given, its dense weights packed for
-    oneDNN where that pays (model/onednn_packing.py; `pack_weights=False`: as loaded, to
-    measure against)."""
+    its linear layers quantized by `quantization` if given, its dense weights packed for the
+    C++ linear kernel where it serves (model/kernel_packing.py; `pack_weights=False`: as
+    loaded, to measure against)."""
     started = time.perf_counter()
     try:
         model_class = model_class_for(config.architectures)
@@ -73,7 +73,7 @@ def load_model(
             "config.json or is incomplete: fetch or convert it again"
         ) from error
     model.eval()
-    if pack_weights and packing_pays(dtype, device):
+    if pack_weights and packs_weights(dtype, device):
         pack_dense_weights(model)
     num_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     logger.info(

@@ -15,6 +15,7 @@ from sluice.engine.request import Request
 from sluice.engine.scheduler import Scheduler, SchedulerLimits
 from sluice.model.attention.in_place import attention_backend_for
 from sluice.model.batch_invariance import model_is_batch_invariant
+from sluice.model.kernels import cpu_kernels
 from sluice.model.kv_cache import KVCacheSpec
 from sluice.model.loader import load_model, read_hf_config
 from sluice.model.runner import ModelRunner
@@ -93,14 +94,15 @@ def greedy_generate(runner: ModelRunner, prompt: list[int], max_new_tokens: int)
     return tokens[len(prompt) :]
 
 
-def skip_unless_bfloat16_is_batch_invariant(runner: ModelRunner) -> None:
-    """The README promises load-independent greedy bfloat16 output only where this CPU's
-    bfloat16 kernels give a row the same bits alone and among others (the engine's start-up
-    check); elsewhere the test does not apply."""
-    if not model_is_batch_invariant(runner.model, runner.backend, torch.bfloat16):
+def skip_unless_batch_invariant(runner: ModelRunner, dtype: torch.dtype) -> None:
+    """The README promises load-independent greedy output only where the kernels give a row
+    the same bits alone and among others (the engine's start-up check): everywhere the C++
+    kernels build, and for bfloat16 on some CPUs without them; elsewhere the test does not
+    apply."""
+    if not model_is_batch_invariant(runner.model, runner.backend, dtype):
         pytest.skip(
-            f"this CPU's bfloat16 matmuls ({bfloat16_support()}) round a row differently among "
-            "other rows, so greedy bfloat16 output may depend on load here"
+            f"the {dtype} kernels here (C++ kernels built: {cpu_kernels() is not None}; "
+            f"bfloat16: {bfloat16_support()}) round a row differently among other rows"
         )
 
 

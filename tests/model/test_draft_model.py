@@ -12,7 +12,7 @@ from transformers import AutoTokenizer
 
 from sluice.bench.workloads import load_workload
 from sluice.engine.kv_cache.manager import KVCacheManager
-from sluice.model.onednn_packing import pack_dense_weights, packing_pays
+from sluice.model.kernel_packing import pack_dense_weights, packs_weights
 from sluice.model.runner import ModelRunner
 from sluice.model.step import ScheduledRequest
 from sluice.sampling_params import SamplingParams
@@ -114,7 +114,7 @@ def test_a_perturbed_draft_gets_some_drafts_rejected_and_changes_no_output(
         for param in perturbed.model.parameters():
             noise = torch.randn(param.shape, generator=generator) * 0.15 * param.float().std()
             param.add_(noise.to(param.dtype))
-    if packing_pays(torch.bfloat16, runner.device):
+    if packs_weights(torch.bfloat16, runner.device):
         pack_dense_weights(perturbed.model)
     runner.draft_model = perturbed
     try:

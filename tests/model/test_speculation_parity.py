@@ -15,7 +15,7 @@ from sluice.weights.sources import resolve_model
 from tests.model.runner_driver import (
     build_runner,
     generate,
-    skip_unless_bfloat16_is_batch_invariant,
+    skip_unless_batch_invariant,
 )
 
 PROMPTS = [
@@ -80,7 +80,7 @@ def test_seeded_sampled_requests_with_drafts_are_reproducible(
 @pytest.mark.slow
 def test_speculation_keeps_bfloat16_greedy_outputs(tokenizer: AutoTokenizer) -> None:
     runner = build_runner(resolve_model().path, torch.bfloat16, num_blocks=NUM_BLOCKS)
-    skip_unless_bfloat16_is_batch_invariant(runner)  # drafts verify among other positions
+    skip_unless_batch_invariant(runner, torch.bfloat16)  # drafts verify among other positions
     greedy = [SamplingParams(max_new_tokens=48, ignore_eos=True)]
 
     for index, text in enumerate(load_workload("w3").prompts[:2]):

@@ -1,4 +1,4 @@
-"""The CPU attention backend: a C++ kernel (kernels/paged_attention.cpp) reads each request's
+"""The CPU attention backend: a C++ kernel (model/kernels/paged_attention.cpp) reads each request's
 keys and values in the paged cache where they lie, with no gathered copy; gathering cost more
 than the attention itself (in float32 at batch 64, 160 tokens of context: 104 ms of a 428 ms
 step). Every token is attended the same way, decode or prompt, alone or in any batch, so its
@@ -18,8 +18,8 @@ from sluice.model.attention.backend import (
     slot_mapping_for,
     write_kv,
 )
-from sluice.model.attention.kernels import PagedAttentionFn, paged_attention_kernel
 from sluice.model.attention.paged import PagedAttentionBackend
+from sluice.model.kernels import PagedAttentionFn, paged_attention_kernel
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,9 +45,15 @@ class VocabParallelEmbedding(nn.Module):
 class ParallelLMHead(VocabParallelEmbedding):
     """Projects hidden states to vocabulary logits; may share its weight with the embedding."""
 
-    packed_weight: torch.Tensor | None = None
-    """oneDNN's packing of a weight shared with the embedding, whose lookups need it as it is
-    (see model/onednn_packing.py)."""
+    packed_weight: nn.Parameter | None
+    """The C++ linear kernel's packing of a weight shared with the embedding, whose lookups
+    need it as it is (see model/kernel_packing.py)."""
+
+    def __init__(
+        self, vocab_size: int, hidden_size: int, *, parallel: ParallelContext, dtype: torch.dtype
+    ) -> None:
+        super().__init__(vocab_size, hidden_size, parallel=parallel, dtype=dtype)
+        self.register_parameter("packed_weight", None)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         weight = self.weight if self.packed_weight is None else self.packed_weight

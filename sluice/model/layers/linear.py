@@ -15,6 +15,7 @@ from torch import nn
 
 from sluice.distributed.parallel_context import ParallelContext
 from sluice.distributed.sharding import Piece, copy_pieces, even_split, shard_heads
+from sluice.model.kernels import packed_linear_kernel
 
 WeightLoader = Callable[[nn.Parameter, torch.Tensor, str | int | None], None]
 
@@ -41,16 +42,22 @@ class LinearMethod(Protocol):
 def dense_linear(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """`F.linear`, or oneDNN's own linear for a weight it holds in its blocked layout (see
-    model/onednn_packing.py)."""
-    if weight.is_mkldnn:
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    """`F.linear`, or the C++ kernel for a weight packed for it (model/kernel_packing.py)."""
+    if is_packed(weight):
+        kernel = packed_linear_kernel()
+        assert kernel is not None, "a weight was packed for a kernel that did not build"
+        return kernel(x.contiguous(), weight, weight.out_features, bias)  # type: ignore[attr-defined]
     return F.linear(x, weight, bias)
 
 
+def is_packed(weight: torch.Tensor) -> bool:
+    """Packed weights are panels (3 or 4 dimensions), plain ones a matrix."""
+    return weight.dim() > 2
+
+
 class UnquantizedLinearMethod:
-    """A dense weight of shape [output_size, input_size] (or oneDNN's packing of it) and
-    `dense_linear`."""
+    """A dense weight of shape [output_size, input_size] (or its packing for the C++ kernel)
+    and `dense_linear`."""
 
     def create_weights(
         self, layer: nn.Module, input_size: int, output_size: int, dtype: torch.dtype
@@ -58,11 +65,17 @@ class UnquantizedLinearMethod:
         layer.weight = nn.Parameter(torch.empty(output_size, input_size, dtype=dtype), False)
 
     def apply(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if x.shape[0] == 1 and x.dtype == torch.bfloat16 and x.device.type == "cpu":
-            # oneDNN multiplies a single bfloat16 row with another kernel than several rows,
-            # which rounds some outputs differently; as one of two rows, a token gets the same
-            # result whatever else shares its step, so a draft verified among other positions
-            # scores exactly as decoding it alone would. Two rows cost no more than one.
+        if (
+            x.shape[0] == 1
+            and x.dtype == torch.bfloat16
+            and x.device.type == "cpu"
+            and not is_packed(layer.weight)
+        ):
+            # Unpacked (no C++ kernel), `F.linear` hands bfloat16 to oneDNN, which multiplies a
+            # single row with another kernel than several rows, rounding some outputs
+            # differently; as one of two rows, a token gets the same result whatever else
+            # shares its step, so a draft verified among other positions scores exactly as
+            # decoding it alone would. Two rows cost no more than one.
             return dense_linear(x.expand(2, -1), layer.weight, bias)[:1]
         return dense_linear(x, layer.weight, bias)
 

@@ -1,6 +1,7 @@
 """The start-up check of batch invariance tells a linear, or an attention backend, whose rows
 depend on the other rows of the call from one whose rows do not."""
 
+import pytest
 import torch
 
 from sluice.model.attention.in_place import InPlaceAttentionBackend, attention_backend_for
@@ -10,6 +11,8 @@ from sluice.model.batch_invariance import (
     attention_is_batch_invariant,
     linear_is_batch_invariant,
 )
+from sluice.model.kernel_packing import pack
+from sluice.model.layers.linear import dense_linear
 
 CPU = torch.device("cpu")
 SHAPES = {(64, 32), (96, 48)}
@@ -31,6 +34,13 @@ def test_a_linear_computed_row_by_row_passes() -> None:
 def test_a_linear_whose_rows_change_with_the_row_count_fails() -> None:
     assert max(PROBE_ROWS) > 4
     assert not linear_is_batch_invariant(_rounding_with_the_row_count, SHAPES, torch.float32, CPU)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_linear_kernel_on_packed_weights_passes(dtype: torch.dtype) -> None:
+    shapes = {(576, 960), (1536, 576), (576, 1000)}
+
+    assert linear_is_batch_invariant(dense_linear, shapes, dtype, CPU, pack)
 
 
 class _RoundsWithTheRowCount(PagedAttentionBackend):

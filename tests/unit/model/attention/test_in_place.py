@@ -10,10 +10,11 @@ import torch
 import torch.utils.cpp_extension
 
 from sluice.cpu import cpu_flags
-from sluice.model.attention import in_place, kernels
+from sluice.model import kernels
+from sluice.model.attention import in_place
 from sluice.model.attention.in_place import InPlaceAttentionBackend, attention_backend_for
-from sluice.model.attention.kernels import paged_attention_kernel
 from sluice.model.attention.paged import PagedAttentionBackend
+from sluice.model.kernels import paged_attention_kernel
 
 BLOCK_SIZE = 16
 NUM_HEADS, NUM_KV_HEADS = 6, 2
@@ -22,8 +23,8 @@ CONTEXTS = [1, 15, 16, 17, 300]
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}
 
 
-BUILDS = {"native": "native", "avx2": "x86-64-v3"}
-"""Test id -> -march of the kernel's build."""
+BUILDS = {"native": kernels.NATIVE, "avx2": ("-march=x86-64-v3",)}
+"""Test id -> the architecture flags of the kernels' build."""
 
 
 def _kernel(build: str = "native") -> kernels.PagedAttentionFn:
@@ -33,7 +34,7 @@ def _kernel(build: str = "native") -> kernels.PagedAttentionFn:
         return kernel
     if "avx2" not in cpu_flags():
         pytest.skip("an AVX2 build runs only on an x86 CPU with AVX2")
-    return kernels.build_paged_attention(BUILDS[build])
+    return kernels.build_cpu_kernels(*BUILDS[build]).paged_attention
 
 
 def _scattered_cache(
@@ -145,8 +146,8 @@ def test_backend_falls_back_to_gathering_when_the_kernel_cannot_build(
         raise RuntimeError("Error building extension: c++: command not found")
 
     def forget_builds() -> None:
-        paged_attention_kernel.cache_clear()
-        kernels.build_paged_attention.cache_clear()
+        kernels.cpu_kernels.cache_clear()
+        kernels.build_cpu_kernels.cache_clear()
 
     forget_builds()
     monkeypatch.setattr(torch.utils.cpp_extension, "load", no_compiler)

@@ -1,4 +1,4 @@
-// Float32 vectors for the attention kernel: `SimdVec` is AVX-512's or AVX2's, whichever the
+// Float32 vectors for the C++ kernels: `SimdVec` is AVX-512's or AVX2's, whichever the
 // kernel is compiled for (-march=native), or one lane on other CPUs; `ScalarVec` is one lane
 // everywhere, for head sizes the SIMD width does not divide. Loads widen bfloat16 and float16
 // to float32; the lane sum and exp are fixed sequences, so a result never depends on where a
@@ -30,6 +30,12 @@ struct ScalarVec {
   static ScalarVec load(const c10::BFloat16* p) { return {static_cast<float>(*p)}; }
   static ScalarVec load(const c10::Half* p) { return {static_cast<float>(*p)}; }
   static ScalarVec splat(float x) { return {x}; }
+  // `size` interleaved bfloat16 pairs (a, b): the a's and the b's, widened (a bfloat16 is the
+  // high half of its float32; -65536 masks the high halves of 32-bit lanes).
+  static void load_pairs(const c10::BFloat16* p, ScalarVec& even, ScalarVec& odd) {
+    even = {static_cast<float>(p[0])};
+    odd = {static_cast<float>(p[1])};
+  }
   void store(float* p) const { *p = v; }
   ScalarVec operator+(ScalarVec o) const { return {v + o.v}; }
   ScalarVec operator*(ScalarVec o) const { return {v * o.v}; }
@@ -60,6 +66,11 @@ struct SimdVec {
     return {_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)))};
   }
   static SimdVec splat(float x) { return {_mm512_set1_ps(x)}; }
+  static void load_pairs(const c10::BFloat16* p, SimdVec& even, SimdVec& odd) {
+    const __m512i pairs = _mm512_loadu_si512(p);
+    even = {_mm512_castsi512_ps(_mm512_slli_epi32(pairs, 16))};
+    odd = {_mm512_castsi512_ps(_mm512_and_si512(pairs, _mm512_set1_epi32(-65536)))};
+  }
   void store(float* p) const { _mm512_storeu_ps(p, v); }
   SimdVec operator+(SimdVec o) const { return {_mm512_add_ps(v, o.v)}; }
   SimdVec operator*(SimdVec o) const { return {_mm512_mul_ps(v, o.v)}; }
@@ -88,6 +99,11 @@ struct SimdVec {
     return {_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))};
   }
   static SimdVec splat(float x) { return {_mm256_set1_ps(x)}; }
+  static void load_pairs(const c10::BFloat16* p, SimdVec& even, SimdVec& odd) {
+    const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    even = {_mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16))};
+    odd = {_mm256_castsi256_ps(_mm256_and_si256(pairs, _mm256_set1_epi32(-65536)))};
+  }
   void store(float* p) const { _mm256_storeu_ps(p, v); }
   SimdVec operator+(SimdVec o) const { return {_mm256_add_ps(v, o.v)}; }
   SimdVec operator*(SimdVec o) const { return {_mm256_mul_ps(v, o.v)}; }
