@@ -56,6 +56,16 @@ BACKENDS: dict[str, Callable[[], AttentionBackend]] = {
 }
 
 
+def _weights_read_per_step(model: torch.nn.Module) -> tuple[int, int]:
+    """(elements, bytes) of the weights a decode step reads: all but the embedding table (a
+    lookup reads a row of it), the LM head's packed copy of it where there is one."""
+    embedding = model.embed_tokens.weight  # type: ignore[union-attr]
+    head = model.lm_head  # type: ignore[union-attr]
+    tied_and_unpacked = head.weight is embedding and head.packed_weight is None
+    read = [p for p in model.parameters() if p is not embedding or tied_and_unpacked]
+    return sum(p.numel() for p in read), sum(p.numel() * p.element_size() for p in read)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch", type=int, default=64)
@@ -106,8 +116,7 @@ def main() -> None:
         runner.execute(plan)
         times.append(time.perf_counter() - started)
     step = statistics.median(times)
-    num_params = sum(p.numel() for p in runner.model.parameters())
-    weight_bytes = sum(p.numel() * p.element_size() for p in runner.model.parameters())
+    num_params, weight_bytes = _weights_read_per_step(runner.model)
     flops = 2 * num_params * args.batch
     # A decode step reads every weight once: the read bandwidth bounds it at small batches.
     floor = max(flops / matmul_rate, weight_bytes / rates.read_bytes_per_s)

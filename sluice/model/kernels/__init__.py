@@ -1,6 +1,6 @@
 """C++ kernels compiled on the machine that runs them, at first use: attention over the paged
-cache (paged_attention.cpp) and dense linears over packed weights (linear.cpp), built together
-as one library of torch operators.
+cache (paged_attention.cpp), dense linears over packed weights (linear.cpp) and a decoder
+layer's small operators (layer_ops.cpp), built together as one library of torch operators.
 
 They are built for this CPU's own instruction set (`-march=native`), so the build is keyed by
 the CPU's model and flags as well as the source: a cache directory shared by machines of
@@ -22,10 +22,12 @@ from sluice.cpu import cpuinfo_field
 logger = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
-SOURCES = [HERE / "paged_attention.cpp", HERE / "linear.cpp"]
+SOURCES = [HERE / "paged_attention.cpp", HERE / "linear.cpp", HERE / "layer_ops.cpp"]
 HEADERS = [HERE / "vec.h"]
-COMPILE_FLAGS = ["-O3", "-fopenmp"]
-"""-fopenmp makes ATen's parallel_for, inlined from its headers, use threads at all."""
+COMPILE_FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off"]
+"""-fopenmp makes ATen's parallel_for, inlined from its headers, use threads at all;
+-ffp-contract=off keeps a * b + c two roundings, as torch's operators compute it, unless a
+kernel asks for a fused multiply-add."""
 NATIVE = ("-march=native",)
 
 PagedAttentionFn = Callable[
@@ -62,6 +64,11 @@ def cpu_kernels() -> torch._ops._OpNamespace | None:
             message.splitlines()[-1] if message else type(error).__name__,
         )
         return None
+
+
+def cpu_kernels_for(tensor: torch.Tensor) -> torch._ops._OpNamespace | None:
+    """The kernels, where `tensor` is on the CPU and they built."""
+    return cpu_kernels() if tensor.device.type == "cpu" else None
 
 
 def paged_attention_kernel() -> PagedAttentionFn | None:

@@ -37,7 +37,11 @@ struct ScalarVec {
     odd = {static_cast<float>(p[1])};
   }
   void store(float* p) const { *p = v; }
+  void store(c10::BFloat16* p) const { *p = static_cast<c10::BFloat16>(v); }
+  void store(c10::Half* p) const { *p = static_cast<c10::Half>(v); }
   ScalarVec operator+(ScalarVec o) const { return {v + o.v}; }
+  ScalarVec operator-(ScalarVec o) const { return {v - o.v}; }
+  ScalarVec operator/(ScalarVec o) const { return {v / o.v}; }
   ScalarVec operator*(ScalarVec o) const { return {v * o.v}; }
   ScalarVec max(ScalarVec o) const { return {v > o.v ? v : o.v}; }
   float sum() const { return v; }
@@ -72,7 +76,23 @@ struct SimdVec {
     odd = {_mm512_castsi512_ps(_mm512_and_si512(pairs, _mm512_set1_epi32(-65536)))};
   }
   void store(float* p) const { _mm512_storeu_ps(p, v); }
+  // Rounded to nearest even, as c10::BFloat16 rounds; a NaN stays a (quiet) NaN.
+  void store(c10::BFloat16* p) const {
+    const __m512i bits = _mm512_castps_si512(v);
+    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+    __m512i rounded = _mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF)));
+    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    rounded = _mm512_mask_mov_epi32(rounded, nan, _mm512_set1_epi32(0x7FC00000));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
+                        _mm512_cvtepi32_epi16(_mm512_srli_epi32(rounded, 16)));
+  }
+  void store(c10::Half* p) const {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
+                        _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
   SimdVec operator+(SimdVec o) const { return {_mm512_add_ps(v, o.v)}; }
+  SimdVec operator-(SimdVec o) const { return {_mm512_sub_ps(v, o.v)}; }
+  SimdVec operator/(SimdVec o) const { return {_mm512_div_ps(v, o.v)}; }
   SimdVec operator*(SimdVec o) const { return {_mm512_mul_ps(v, o.v)}; }
   SimdVec max(SimdVec o) const { return {_mm512_max_ps(v, o.v)}; }
   float sum() const { return _mm512_reduce_add_ps(v); }
@@ -105,7 +125,26 @@ struct SimdVec {
     odd = {_mm256_castsi256_ps(_mm256_and_si256(pairs, _mm256_set1_epi32(-65536)))};
   }
   void store(float* p) const { _mm256_storeu_ps(p, v); }
+  // Rounded to nearest even, as c10::BFloat16 rounds; a NaN stays a (quiet) NaN.
+  void store(c10::BFloat16* p) const {
+    const __m256i bits = _mm256_castps_si256(v);
+    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+    __m256i rounded = _mm256_add_epi32(bits, _mm256_add_epi32(odd, _mm256_set1_epi32(0x7FFF)));
+    const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    rounded = _mm256_blendv_epi8(rounded, _mm256_set1_epi32(0x7FC00000), nan);
+    // packus narrows each 128-bit half on its own; the permute puts the halves side by side.
+    const __m256i narrowed =
+        _mm256_packus_epi32(_mm256_srli_epi32(rounded, 16), _mm256_setzero_si256());
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
+                     _mm256_castsi256_si128(_mm256_permute4x64_epi64(narrowed, 0b1000)));
+  }
+  void store(c10::Half* p) const {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
+                     _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
   SimdVec operator+(SimdVec o) const { return {_mm256_add_ps(v, o.v)}; }
+  SimdVec operator-(SimdVec o) const { return {_mm256_sub_ps(v, o.v)}; }
+  SimdVec operator/(SimdVec o) const { return {_mm256_div_ps(v, o.v)}; }
   SimdVec operator*(SimdVec o) const { return {_mm256_mul_ps(v, o.v)}; }
   SimdVec max(SimdVec o) const { return {_mm256_max_ps(v, o.v)}; }
   float sum() const {

@@ -9,6 +9,8 @@ from torch import nn
 from transformers import PretrainedConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
+from sluice.model.kernels import cpu_kernels_for
+
 
 def _rope_parameters(config: PretrainedConfig) -> dict[str, object]:
     params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None)
@@ -42,6 +44,15 @@ class RotaryEmbedding(nn.Module):
         self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """q: [num_tokens, num_heads, head_dim], k: [num_tokens, num_kv_heads, head_dim]."""
+        kernels = cpu_kernels_for(q)
+        if kernels is not None:
+            return kernels.rotary_embedding(q, k, positions, self.cos, self.sin)
+        return self.reference_forward(positions, q, k)
+
+    def reference_forward(
+        self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """In torch's operators (devices and CPUs without the C++ kernels)."""
         cos = self.cos[positions].unsqueeze(1).to(q.dtype)  # [num_tokens, 1, head_dim]
         sin = self.sin[positions].unsqueeze(1).to(q.dtype)
         return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
