@@ -12,14 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from sluice.model.attention.backend import (
-    AttentionBackend,
-    BatchLayout,
-    slot_mapping_for,
-    write_kv,
-)
+from sluice.model.attention.backend import AttentionBackend, BatchLayout, slot_mapping_for
 from sluice.model.attention.paged import PagedAttentionBackend
-from sluice.model.kernels import PagedAttentionFn, paged_attention_kernel
+from sluice.model.kernels import cpu_kernels
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,17 +31,19 @@ class InPlaceMetadata:
 
 
 class InPlaceAttentionBackend:
-    def __init__(self, kernel: PagedAttentionFn) -> None:
-        self.kernel = kernel
+    def __init__(self, kernels: torch._ops._OpNamespace) -> None:
+        """`kernels`: the library of model/kernels, built for this CPU."""
+        self.attend = kernels.paged_attention
+        self.write_kv = kernels.write_kv
 
     @classmethod
     def built_here(cls) -> "InPlaceAttentionBackend":
-        """With the kernel built for this CPU; raises where it cannot be (for tests and
+        """With the kernels built for this CPU; raises where they cannot be (for tests and
         benchmarks, which must not measure the fallback unawares)."""
-        kernel = paged_attention_kernel()
-        if kernel is None:
+        kernels = cpu_kernels()
+        if kernels is None:
             raise RuntimeError("the C++ attention kernel could not be built (see the log)")
-        return cls(kernel)
+        return cls(kernels)
 
     def build_metadata(self, layout: BatchLayout, device: torch.device) -> InPlaceMetadata:
         max_blocks = max(len(table) for table in layout.block_tables)
@@ -74,8 +71,8 @@ class InPlaceAttentionBackend:
         metadata: InPlaceMetadata,
         scale: float,
     ) -> torch.Tensor:
-        write_kv(kv_cache, metadata.slot_mapping, k, v)
-        return self.kernel(
+        self.write_kv(k, v, kv_cache, metadata.slot_mapping)
+        return self.attend(
             q.contiguous(),
             kv_cache[0],
             kv_cache[1],
@@ -95,7 +92,7 @@ class InPlaceAttentionBackend:
 def attention_backend_for(device: torch.device) -> AttentionBackend:
     """The in-place kernel on a CPU where it builds; the gathering backend otherwise."""
     if device.type == "cpu":
-        kernel = paged_attention_kernel()
-        if kernel is not None:
-            return InPlaceAttentionBackend(kernel)
+        kernels = cpu_kernels()
+        if kernels is not None:
+            return InPlaceAttentionBackend(kernels)
     return PagedAttentionBackend()

@@ -71,11 +71,6 @@ def cpu_kernels_for(tensor: torch.Tensor) -> torch._ops._OpNamespace | None:
     return cpu_kernels() if tensor.device.type == "cpu" else None
 
 
-def paged_attention_kernel() -> PagedAttentionFn | None:
-    ops = cpu_kernels()
-    return None if ops is None else ops.paged_attention
-
-
 def packed_linear_kernel() -> PackedLinearFn | None:
     ops = cpu_kernels()
     return None if ops is None else ops.packed_linear

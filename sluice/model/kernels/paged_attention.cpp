@@ -18,7 +18,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "vec.h"
@@ -184,6 +186,41 @@ at::Tensor paged_attention(const at::Tensor& q, const at::Tensor& key_cache,
   return out;
 }
 
+// k, v: [tokens, kv_heads, dim] (rows of any stride, dims contiguous); kv_cache: [2, kv_heads,
+// slots, dim]; slot_mapping: [tokens] int64. Stores each token's key and value at its slot.
+void write_kv(const at::Tensor& k, const at::Tensor& v, const at::Tensor& kv_cache,
+              const at::Tensor& slot_mapping) {
+  TORCH_CHECK(kv_cache.dim() == 4 && kv_cache.size(0) == 2 && kv_cache.is_contiguous(),
+              "write_kv: the cache must be a contiguous [2, kv_heads, slots, dim] tensor");
+  TORCH_CHECK(k.sizes() == v.sizes() && k.dim() == 3 && k.size(1) == kv_cache.size(1) &&
+                  k.size(2) == kv_cache.size(3) && k.stride(2) == 1 && v.stride(2) == 1,
+              "write_kv: k and v must be [tokens, kv_heads, dim] with contiguous dims");
+  TORCH_CHECK(k.scalar_type() == kv_cache.scalar_type() &&
+                  v.scalar_type() == kv_cache.scalar_type(),
+              "write_kv: k, v and the cache must share a dtype");
+  TORCH_CHECK(slot_mapping.dim() == 1 && slot_mapping.size(0) == k.size(0) &&
+                  slot_mapping.scalar_type() == at::kLong,
+              "write_kv: one int64 slot per token");
+  const auto slots = slot_mapping.contiguous();
+  const int64_t* slot_data = slots.data_ptr<int64_t>();
+  const int64_t tokens = k.size(0), heads = k.size(1), num_slots = kv_cache.size(2);
+  for (int64_t t = 0; t < tokens; ++t)
+    TORCH_CHECK(slot_data[t] >= 0 && slot_data[t] < num_slots, "write_kv: slot ",
+                slot_data[t], " is outside the cache");
+  const int64_t row_bytes = k.size(2) * k.element_size();
+  auto* cache = static_cast<char*>(kv_cache.data_ptr());
+  const int64_t half_bytes = heads * num_slots * row_bytes;  // the keys, then the values
+  for (const auto& [source, offset] : {std::pair{&k, int64_t{0}}, std::pair{&v, half_bytes}}) {
+    const auto* rows = static_cast<const char*>(source->data_ptr());
+    const int64_t token_stride = source->stride(0) * k.element_size();
+    const int64_t head_stride = source->stride(1) * k.element_size();
+    for (int64_t t = 0; t < tokens; ++t)
+      for (int64_t h = 0; h < heads; ++h)
+        std::memcpy(cache + offset + (h * num_slots + slot_data[t]) * row_bytes,
+                    rows + t * token_stride + h * head_stride, row_bytes);
+  }
+}
+
 // An operator in a namespace of the build's own name (builds for different instruction sets
 // may share a process), so the profiler shows it by name.
 TORCH_LIBRARY(TORCH_EXTENSION_NAME, m) {
@@ -191,4 +228,6 @@ TORCH_LIBRARY(TORCH_EXTENSION_NAME, m) {
       "paged_attention(Tensor q, Tensor key_cache, Tensor value_cache, Tensor block_tables, "
       "Tensor row_requests, Tensor context_lens, int block_size, float scale) -> Tensor");
   m.impl("paged_attention", c10::DispatchKey::CPU, &paged_attention);
+  m.def("write_kv(Tensor k, Tensor v, Tensor(a!) kv_cache, Tensor slot_mapping) -> ()");
+  m.impl("write_kv", c10::DispatchKey::CPU, &write_kv);
 }

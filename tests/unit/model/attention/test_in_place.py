@@ -12,9 +12,9 @@ import torch.utils.cpp_extension
 from sluice.cpu import cpu_flags
 from sluice.model import kernels
 from sluice.model.attention import in_place
+from sluice.model.attention.backend import write_kv as reference_write_kv
 from sluice.model.attention.in_place import InPlaceAttentionBackend, attention_backend_for
 from sluice.model.attention.paged import PagedAttentionBackend
-from sluice.model.kernels import paged_attention_kernel
 
 BLOCK_SIZE = 16
 NUM_HEADS, NUM_KV_HEADS = 6, 2
@@ -28,11 +28,7 @@ BUILDS = {"native": kernels.NATIVE, "avx2": ("-march=x86-64-v3",)}
 
 
 def _kernel(build: str = "native") -> kernels.PagedAttentionFn:
-    if build == "native":
-        kernel = paged_attention_kernel()
-        assert kernel is not None, "the C++ attention kernel did not build (see the log)"
-        return kernel
-    if "avx2" not in cpu_flags():
+    if build == "avx2" and "avx2" not in cpu_flags():
         pytest.skip("an AVX2 build runs only on an x86 CPU with AVX2")
     return kernels.build_cpu_kernels(*BUILDS[build]).paged_attention
 
@@ -133,6 +129,26 @@ def test_kernel_refuses_a_block_outside_the_cache() -> None:
 
     with pytest.raises(RuntimeError, match="is outside the cache"):
         _kernel()(q, kv_cache[0], kv_cache[1], tables, rows, contexts, BLOCK_SIZE, 0.125)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_write_kv_stores_strided_keys_and_values_at_their_slots(dtype: torch.dtype) -> None:
+    write_kv = kernels.build_cpu_kernels(*kernels.NATIVE).write_kv
+    generator = torch.Generator().manual_seed(0)
+    kv_cache = torch.randn(2, NUM_KV_HEADS, 64, 8, generator=generator).to(dtype)
+    expected = kv_cache.clone()
+    # k and v as the model has them: views into one fused projection.
+    kv = torch.randn(5, 2 * NUM_KV_HEADS * 8 + 3, generator=generator).to(dtype)
+    k = kv[:, : NUM_KV_HEADS * 8].view(5, NUM_KV_HEADS, 8)
+    v = kv[:, NUM_KV_HEADS * 8 : 2 * NUM_KV_HEADS * 8].view(5, NUM_KV_HEADS, 8)
+    slots = torch.tensor([63, 0, 17, 18, 40])
+
+    write_kv(k, v, kv_cache, slots)
+    reference_write_kv(expected, slots, k, v)
+
+    assert torch.equal(kv_cache, expected)
+    with pytest.raises(RuntimeError, match="slot 64 is outside the cache"):
+        write_kv(k, v, kv_cache, torch.tensor([0, 1, 2, 3, 64]))
 
 
 def test_backend_on_a_cpu_uses_the_kernel() -> None:
