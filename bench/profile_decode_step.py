@@ -40,11 +40,18 @@ from sluice.weights import resolve_model
 BLOCK_SIZE = 16
 PROFILED_STEPS = 3
 OPERATOR_GROUPS = {
-    "weight matmuls (incl. the LM head)": ("aten::mm", "aten::addmm", "mkldnn::_linear"),
+    "weight matmuls (incl. the LM head)": (
+        "aten::mm",
+        "aten::addmm",
+        "mkldnn::_linear",
+        "packed_linear",
+    ),
     "attention: gathering K/V blocks": ("aten::index_select",),
     "attention: batched matmuls": ("aten::bmm",),
     "attention: in-place kernel": ("paged_attention",),
-    "writing new K/V": ("aten::index_copy_",),
+    "writing new K/V": ("aten::index_copy_", "write_kv"),
+    "RMSNorm, rotary, SiLU (C++ kernels)": ("add_rms_norm", "rotary_embedding", "silu_and_mul"),
+    "sampling (argmax, log-softmax)": ("aten::argmax", "aten::_log_softmax"),
 }
 """Profiler keys (substrings) of each group of operators."""
 
