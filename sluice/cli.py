@@ -152,6 +152,14 @@ SERVE_FLAGS = (
     ),
     Flag("--json-output", "JSON_OUTPUT", "server.json_output", "log JSON lines", kind="switch"),
     Flag(
+        "--graceful-termination-timeout",
+        "GRACEFUL_TERMINATION_TIMEOUT",
+        "server.graceful_termination_timeout",
+        "seconds accepted requests may run on after SIGTERM (default: 90)",
+        float,
+        aliases=("-g",),
+    ),
+    Flag(
         "--otlp-endpoint",
         "OTLP_ENDPOINT",
         "server.otlp_endpoint",

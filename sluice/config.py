@@ -90,6 +90,9 @@ class ServerConfig:
     """Service name on exported traces (TGI: OTLP_SERVICE_NAME)."""
     compute_type: str | None = None
     """Value of the x-compute-type response header (TGI: COMPUTE_TYPE, no flag)."""
+    graceful_termination_timeout: float = 90.0
+    """Seconds that accepted requests may run on after SIGTERM or SIGINT (TGI:
+    GRACEFUL_TERMINATION_TIMEOUT)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +150,11 @@ def check_config(config: SluiceConfig) -> None:
     if not 0 < config.server.port < 65536:
         raise ConfigError(f"`--port` must be between 1 and 65535; got {config.server.port}")
     _check_sharding(config.sharding)
+    if config.server.graceful_termination_timeout < 0:
+        raise ConfigError(
+            "`--graceful-termination-timeout` must be >= 0; got "
+            f"{config.server.graceful_termination_timeout}"
+        )
     api = config.api
     for flag, value in (
         ("--max-best-of", api.max_best_of),

@@ -72,6 +72,13 @@ class NotReadyError(SluiceError):
     error_type = "unhealthy"
 
 
+class ShuttingDownError(SluiceError):
+    """The server stopped before the request finished: it ran past the graceful-termination
+    timeout (HTTP 503)."""
+
+    error_type = "unhealthy"
+
+
 class EngineDeadError(SluiceError):
     """The engine process is gone; /health fails and the server exits."""
 

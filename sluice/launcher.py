@@ -7,19 +7,22 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import time
+from types import FrameType
 
 import uvicorn
 from transformers import PreTrainedTokenizerBase
 
 from sluice.api.app import create_app
 from sluice.api.metrics import ServerMetrics
+from sluice.api.shutdown import SHUTTING_DOWN, Shutdown
 from sluice.api.state import ServingState
 from sluice.api.tracing import start_tracing
 from sluice.config import SluiceConfig
 from sluice.distributed.topology import Topology, resolve_topology
 from sluice.engine.process import EngineLaunch, run_engine_process
 from sluice.engine.support import check_engine_support
-from sluice.errors import ConfigError
+from sluice.errors import ConfigError, ShuttingDownError
 from sluice.frontend.engine_client import EngineClient
 from sluice.frontend.tokenizer import eos_token_ids, load_tokenizer
 from sluice.ipc.transport import FrontendChannel, IpcAddresses
@@ -29,11 +32,14 @@ from sluice.weights.sources import ResolvedModel, resolve_model
 logger = logging.getLogger(__name__)
 
 WATCH_INTERVAL_S = 0.2
+LAST_WORDS_S = 5.0
+"""After the graceful-termination timeout has ended the requests still running, how long
+their error events get to reach clients before the server stops anyway."""
 
 
 def serve(config: SluiceConfig) -> int:
-    """Serve until interrupted (exit code 0) or until the engine or a shard dies (exit code
-    1)."""
+    """Serve until stopped by a signal, gracefully (exit code 0; api/shutdown.py), or until
+    the engine or a shard dies (exit code 1)."""
     topology = resolve_topology(config.sharding, os.environ)
     resolved = resolve_model(config.model.model_id, config.model.revision, show_progress=True)
     if config.model.trust_remote_code:
@@ -71,6 +77,7 @@ def serve(config: SluiceConfig) -> int:
         if speculator is not None:
             _check_speculator_vocabulary(config, speculator, tokenizer)
         metrics = ServerMetrics()
+        shutdown = Shutdown(timeout_s=config.server.graceful_termination_timeout)
         state = ServingState(
             config=config,
             model_id=resolved.model_id,
@@ -81,8 +88,9 @@ def serve(config: SluiceConfig) -> int:
                 channel, engine_failure=processes.failure, on_step=metrics.observe_step
             ),
             metrics=metrics,
+            shutdown=shutdown,
         )
-        server = uvicorn.Server(
+        server = DrainingServer(
             uvicorn.Config(
                 create_app(state),
                 host=config.server.hostname,
@@ -90,14 +98,15 @@ def serve(config: SluiceConfig) -> int:
                 log_level="warning",
                 log_config=None,  # uvicorn's records go through our handlers (text or JSON)
                 timeout_graceful_shutdown=5,
-            )
+            ),
+            shutdown,
         )
         logger.info("listening on %s:%d", config.server.hostname, config.server.port)
         if config.server.otlp_endpoint is not None:
             tracer_provider = start_tracing(
                 config.server.otlp_endpoint, config.server.otlp_service_name
             )
-        return asyncio.run(_serve_while_engine_lives(server, state.client))
+        return asyncio.run(_serve_while_engine_lives(server, state.client, shutdown))
     finally:
         if tracer_provider is not None:
             tracer_provider.shutdown()
@@ -129,15 +138,54 @@ def _check_speculator_vocabulary(
         )
 
 
-async def _serve_while_engine_lives(server: uvicorn.Server, client: EngineClient) -> int:
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, stopping as api/shutdown.py says: the first SIGTERM or SIGINT starts
+    draining (the watch loop below stops the server once it has drained), a second one stops
+    it at once. The signal is not raised again after the server stops, so a drained server
+    exits 0."""
+
+    def __init__(self, config: uvicorn.Config, stop: Shutdown) -> None:
+        super().__init__(config)
+        self.stop = stop  # not `shutdown`: uvicorn's method of that name
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.stop.draining:
+            logger.warning("a second stop signal: stopping now")
+            self.force_exit = self.should_exit = True
+            return
+        self.stop.begin()
+        logger.info(
+            "stopping: refusing new requests, waiting up to %.0f s for those in flight",
+            self.stop.timeout_s,
+        )
+
+
+async def _serve_while_engine_lives(
+    server: uvicorn.Server, client: EngineClient, shutdown: Shutdown
+) -> int:
     server_task = asyncio.create_task(server.serve())
     exit_code = 0
+    ended_at: float | None = None  # when the timeout ended the requests still running
     while not server_task.done():
         await asyncio.sleep(WATCH_INTERVAL_S)
         client.check_engine()
-        if client.failure is not None and not server.should_exit:
+        if server.should_exit:
+            continue
+        if client.failure is not None:
             logger.error("shutting down: %s", client.failure)
             exit_code = 1
+            server.should_exit = True
+        elif shutdown.draining and shutdown.open_requests == 0:
+            logger.info("drained: every request finished")
+            server.should_exit = True
+        elif shutdown.overdue() and ended_at is None:
+            logger.warning(
+                "graceful-termination timeout: ending %d requests still open",
+                shutdown.open_requests,
+            )
+            client.fail_open_requests(ShuttingDownError(SHUTTING_DOWN))
+            ended_at = time.monotonic()
+        elif ended_at is not None and time.monotonic() - ended_at > LAST_WORDS_S:
             server.should_exit = True
     await server_task
     return exit_code

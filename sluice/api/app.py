@@ -39,7 +39,10 @@ def create_app(state: ServingState) -> FastAPI:
     app.add_api_route("/api-doc/openapi.json", lambda: app.openapi(), include_in_schema=False)
     server = state.config.server
     app.add_middleware(
-        RequestGate, api_key=server.api_key, payload_limit=state.config.api.payload_limit
+        RequestGate,
+        api_key=server.api_key,
+        payload_limit=state.config.api.payload_limit,
+        shutdown=state.shutdown,
     )
     if server.otlp_endpoint is not None:
         app.add_middleware(TracingMiddleware)

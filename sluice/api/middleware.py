@@ -1,11 +1,13 @@
-"""Checks every request must pass before a route sees it: the API key, the JSON content type
-and the body size limit. Each refusal is a JSON error body (TGI answers some in plain text;
-the contract's decision is JSON everywhere)."""
+"""Checks every request must pass before a route sees it: the server not shutting down, the
+API key, the JSON content type and the body size limit. Each refusal is a JSON error body (TGI
+answers some in plain text; the contract's decision is JSON everywhere)."""
 
 import hmac
 import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sluice.api.shutdown import SHUTTING_DOWN, Shutdown
 
 HEALTH_PATHS = frozenset({"/health", "/ping", "/"})
 """Open without the API key: liveness probes must not need secrets."""
@@ -14,10 +16,13 @@ HEALTH_PATHS = frozenset({"/health", "/ping", "/"})
 class RequestGate:
     """Pure ASGI middleware, so that streaming responses pass through untouched."""
 
-    def __init__(self, app: ASGIApp, *, api_key: str | None, payload_limit: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, api_key: str | None, payload_limit: int, shutdown: Shutdown
+    ) -> None:
         self.app = app
         self.expected_authorization = None if api_key is None else f"bearer {api_key}".lower()
         self.payload_limit = payload_limit
+        self.shutdown = shutdown
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -27,9 +32,22 @@ class RequestGate:
             key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
         }
         is_health = scope["method"] == "GET" and scope["path"] in HEALTH_PATHS
+        if self.shutdown.draining and (is_health or scope["method"] == "POST"):
+            # No new work, and a health check that sends the load balancer elsewhere.
+            await _refuse(send, 503, SHUTTING_DOWN, "unhealthy")
+            return
         if not is_health and not self._is_authorized(headers):
             await _refuse(send, 401, "Unauthorized", "unauthorized")
             return
+        self.shutdown.open_requests += 1
+        try:
+            await self._checked(scope, receive, send, headers)
+        finally:
+            self.shutdown.open_requests -= 1
+
+    async def _checked(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]
+    ) -> None:
         if scope["method"] != "POST":
             await self.app(scope, receive, send)
             return

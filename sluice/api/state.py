@@ -6,6 +6,7 @@ from starlette.requests import Request
 from transformers import PreTrainedTokenizerBase
 
 from sluice.api.metrics import ServerMetrics
+from sluice.api.shutdown import Shutdown
 from sluice.config import SluiceConfig
 from sluice.errors import NotReadyError, OverloadedError
 from sluice.frontend.engine_client import EngineClient
@@ -21,6 +22,7 @@ class ServingState:
     client: EngineClient
     eos_token_ids: tuple[int, ...]
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
+    shutdown: Shutdown = field(default_factory=lambda: Shutdown(timeout_s=90.0))
     _num_in_flight: int = 0
     _processor: InputProcessor | None = None
 

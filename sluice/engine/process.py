@@ -67,6 +67,9 @@ class EngineLaunch:
 
 def run_engine_process(launch: EngineLaunch) -> None:
     configure_logging("engine", json_output=launch.config.server.json_output)
+    # A Ctrl-C reaches the terminal's whole process group; the launcher stops the engine
+    # itself, once the server has drained (api/shutdown.py).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     channel = EngineChannel(launch.addresses)
     try:
         core, ready = _start_engine(launch, channel)

@@ -5,6 +5,7 @@ Its host's launcher (the API process on host 0, `sluice serve --node-rank N` els
 starts it and watches it; it serves no API."""
 
 import logging
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,9 @@ def run_shard_process(launch: ShardLaunch) -> None:
     configure_logging(
         f"shard-{launch.placement.rank}", json_output=launch.config.server.json_output
     )
+    # A Ctrl-C reaches the terminal's whole process group; the launcher stops this process
+    # itself, once the server has drained (api/shutdown.py).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         worker = _start(launch)
         wait_for_all_shards()  # rank 0 is ready to serve

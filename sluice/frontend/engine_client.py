@@ -83,8 +83,12 @@ class EngineClient:
         logs the reason as it shuts the server down.)"""
         if self.failure is None:
             self.failure = reason
+        self.fail_open_requests(EngineDeadError(reason))
+
+    def fail_open_requests(self, error: Exception) -> None:
+        """End every request in flight with `error` (each aborts in the engine as it ends)."""
         for queue in self._streams.values():
-            queue.put_nowait(EngineDeadError(reason))
+            queue.put_nowait(error)
 
     async def generate(
         self, request_id: str, prompt_token_ids: list[int], sampling: SamplingParams

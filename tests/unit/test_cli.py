@@ -67,6 +67,7 @@ def test_cli_reads_tgi_environment_variables(monkeypatch: pytest.MonkeyPatch) ->
         "MAX_BATCH_PREFILL_TOKENS": "1000",
         "PORT": "80",
         "DTYPE": "bfloat16",
+        "GRACEFUL_TERMINATION_TIMEOUT": "2.5",
     }.items():
         monkeypatch.setenv(name, value)
 
@@ -77,6 +78,7 @@ def test_cli_reads_tgi_environment_variables(monkeypatch: pytest.MonkeyPatch) ->
     assert (config.scheduler.max_total_tokens, config.scheduler.max_input_tokens) == (100, 50)
     assert config.scheduler.max_batch_prefill_tokens == 1000
     assert config.server.port == 80
+    assert config.server.graceful_termination_timeout == 2.5
 
 
 def test_cli_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
