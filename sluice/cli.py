@@ -144,6 +144,13 @@ SERVE_FLAGS = (
     ),
     Flag("--api-key", "API_KEY", "server.api_key", "Bearer token required on generation routes"),
     Flag(
+        "--api-key-file",
+        "API_KEY_FILE",
+        "server.api_key_file",
+        "file whose first line is the bearer token (keeps it out of `ps`)",
+        Path,
+    ),
+    Flag(
         "--cors-allow-origin",
         "CORS_ALLOW_ORIGIN",
         "server.cors_allow_origin",
@@ -484,7 +491,23 @@ def build_config(args: argparse.Namespace) -> SluiceConfig:
         sections["server"]["compute_type"] = os.environ["COMPUTE_TYPE"]
     if "hostname" in sections["server"]:
         sections["server"]["hostname"] = _listen_address(str(sections["server"]["hostname"]))
+    key_file = values.get("--api-key-file")
+    if key_file is not None:
+        if values.get("--api-key") is not None:
+            raise ConfigError("give the API key with `--api-key` or `--api-key-file`, not both")
+        sections["server"]["api_key"] = _read_api_key(Path(str(key_file)))
     return SluiceConfig(**{name: SECTIONS[name](**fields) for name, fields in sections.items()})
+
+
+def _read_api_key(path: Path) -> str:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as error:
+        raise ConfigError(f"`--api-key-file`: cannot read {path}: {error.strerror}") from error
+    key = lines[0].strip() if lines else ""
+    if not key:
+        raise ConfigError(f"`--api-key-file`: {path} holds no key on its first line")
+    return key
 
 
 def _listen_address(hostname: str) -> str:

@@ -5,6 +5,7 @@ sub-config they need. Facts found at start-up (KV capacity, effective token limi
 `ServingLimits`, never written back into a config."""
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 from sluice.errors import ConfigError
@@ -79,9 +80,14 @@ class ServerConfig:
     hostname: str = "0.0.0.0"
     port: int = 3000
     api_key: str | None = None
-    """Bearer token required on every route but health and info (TGI: API_KEY)."""
+    """Bearer token required on every route but health and info (TGI: API_KEY); read from
+    `api_key_file` when that is given."""
+    api_key_file: Path | None = None
+    """A file whose first line is the API key, so that the key stays out of `ps` (sluice's
+    `--api-key-file`, API_KEY_FILE)."""
     cors_allow_origin: tuple[str, ...] = ()
-    """Origins allowed by CORS; empty allows any (TGI: CORS_ALLOW_ORIGIN)."""
+    """Origins allowed by CORS (TGI: CORS_ALLOW_ORIGIN); empty sends no CORS headers, so that
+    browsers keep other sites' pages from reading answers (TGI allows any origin then)."""
     json_output: bool = False
     """Log JSON lines (TGI: JSON_OUTPUT)."""
     otlp_endpoint: str | None = None

@@ -46,13 +46,14 @@ def create_app(state: ServingState) -> FastAPI:
     )
     if server.otlp_endpoint is not None:
         app.add_middleware(TracingMiddleware)
-    # Outermost, so that CORS preflight requests are answered before the API key check.
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=list(server.cors_allow_origin) or ["*"],
-        allow_methods=["GET", "POST"],
-        allow_headers=["content-type", "authorization"],
-    )
+    if server.cors_allow_origin:
+        # Outermost, so that CORS preflight requests are answered before the API key check.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(server.cors_allow_origin),
+            allow_methods=["GET", "POST"],
+            allow_headers=["content-type", "authorization"],
+        )
     return app
 
 

@@ -28,7 +28,7 @@ class ResolvedModel:
     """A model ready to load: a local directory in Hugging Face layout."""
 
     model_id: str
-    """What /info reports as model_id: the Hub id, or the --model-id string as given."""
+    """What /info reports as model_id: the Hub id, or a local directory's or file's name."""
     path: Path
     """Directory with config.json, *.safetensors (maybe sharded with an index) and tokenizer."""
     sha: str | None
@@ -106,8 +106,10 @@ def _resolve_embedded(query: _Query) -> ResolvedModel:
 
 
 def _resolve_local_dir(query: _Query) -> ResolvedModel:
-    """A model directory on disk, used in place."""
-    return ResolvedModel(model_id=query.model_id, path=query.local_path.resolve(), sha=None)
+    """A model directory on disk, used in place; /info names it by its directory's name (the
+    API reveals no file system paths)."""
+    path = query.local_path.resolve()
+    return ResolvedModel(model_id=path.name, path=path, sha=None)
 
 
 def _resolve_local_gguf(query: _Query) -> ResolvedModel:
@@ -121,7 +123,7 @@ def _resolve_local_gguf(query: _Query) -> ResolvedModel:
     short_hash = hashlib.sha256(key).hexdigest()[:12]
     target = query.cache_dir / "gguf" / f"{gguf_path.stem}-{short_hash}"
     convert_gguf(gguf_path, target, show_progress=query.show_progress)
-    return ResolvedModel(model_id=query.model_id, path=target, sha=None)
+    return ResolvedModel(model_id=gguf_path.name, path=target, sha=None)
 
 
 def _reject_local_path(query: _Query) -> ResolvedModel:

@@ -75,6 +75,20 @@ def test_cors_allows_the_configured_origin_only(guarded: SluiceServer) -> None:
     assert "access-control-allow-origin" not in other.headers
 
 
+def test_no_cors_headers_without_cors_allow_origin(server: SluiceServer) -> None:
+    # TGI allows any origin then; no header at all is safer: other sites' pages cannot read
+    # the answers in a browser.
+    preflight = httpx.options(
+        f"{server.url}/generate",
+        headers={"Origin": "http://any.example", "Access-Control-Request-Method": "POST"},
+    )
+    answer = httpx.get(f"{server.url}/info", headers={"Origin": "http://any.example"})
+
+    assert answer.status_code == 200
+    for response in (preflight, answer):
+        assert not any(name.startswith("access-control-") for name in response.headers)
+
+
 def test_requests_beyond_max_concurrent_get_429(guarded: SluiceServer) -> None:
     long = {"inputs": PROMPTS[0], "parameters": {"max_new_tokens": 60, "ignore_eos": True}}
     with concurrent.futures.ThreadPoolExecutor(2) as pool:

@@ -5,6 +5,7 @@ import logging
 import sys
 import types
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -207,3 +208,31 @@ def test_cli_zero_is_rejected_not_replaced_by_the_default(
 
     with pytest.raises(ConfigError, match=f"`{flag}` must be"):
         _config(*argv)
+
+
+def test_cli_reads_the_api_key_from_a_file(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("Sesame-42\n")
+
+    config = _config("--api-key-file", str(key_file))
+
+    assert config.server.api_key == "Sesame-42"
+
+
+@pytest.mark.parametrize(
+    ("content", "extra", "message"),
+    [
+        ("", (), "holds no key on its first line"),
+        (None, (), "cannot read"),
+        ("Sesame-42", ("--api-key", "other"), "`--api-key` or `--api-key-file`, not both"),
+    ],
+)
+def test_cli_refuses_an_unusable_api_key_file(
+    tmp_path: Path, content: str | None, extra: tuple[str, ...], message: str
+) -> None:
+    key_file = tmp_path / "key"
+    if content is not None:
+        key_file.write_text(content)
+
+    with pytest.raises(ConfigError, match=message):
+        _config("--api-key-file", str(key_file), *extra)

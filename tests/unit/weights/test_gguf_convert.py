@@ -29,7 +29,7 @@ def test_resolve_model_gguf_round_trips_tensors(
     tiny = make_tiny_gguf(is_tied=is_tied)
     gguf_path, expected = tiny.path, tiny.state
     resolved = resolve_model(str(gguf_path), cache_dir=tmp_path / "cache")
-    assert resolved.model_id == str(gguf_path)
+    assert resolved.model_id == gguf_path.name
     assert resolved.sha is None
     assert resolved.path.parent == tmp_path / "cache" / "gguf"
     assert resolved.path.name.startswith("tiny-")
