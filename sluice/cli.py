@@ -159,6 +159,13 @@ SERVE_FLAGS = (
     ),
     Flag("--json-output", "JSON_OUTPUT", "server.json_output", "log JSON lines", kind="switch"),
     Flag(
+        "--client-stall-timeout",
+        "CLIENT_STALL_TIMEOUT",
+        "server.client_stall_timeout",
+        "seconds a response may wait on a client that stopped reading (default: 60)",
+        float,
+    ),
+    Flag(
         "--graceful-termination-timeout",
         "GRACEFUL_TERMINATION_TIMEOUT",
         "server.graceful_termination_timeout",

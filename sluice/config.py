@@ -96,6 +96,9 @@ class ServerConfig:
     """Service name on exported traces (TGI: OTLP_SERVICE_NAME)."""
     compute_type: str | None = None
     """Value of the x-compute-type response header (TGI: COMPUTE_TYPE, no flag)."""
+    client_stall_timeout: float = 60.0
+    """Seconds a response may wait on a client that stopped reading before its request is
+    aborted and its KV blocks freed (sluice's `--client-stall-timeout`)."""
     graceful_termination_timeout: float = 90.0
     """Seconds that accepted requests may run on after SIGTERM or SIGINT (TGI:
     GRACEFUL_TERMINATION_TIMEOUT)."""
@@ -156,6 +159,10 @@ def check_config(config: SluiceConfig) -> None:
     if not 0 < config.server.port < 65536:
         raise ConfigError(f"`--port` must be between 1 and 65535; got {config.server.port}")
     _check_sharding(config.sharding)
+    if config.server.client_stall_timeout <= 0:
+        raise ConfigError(
+            f"`--client-stall-timeout` must be > 0; got {config.server.client_stall_timeout}"
+        )
     if config.server.graceful_termination_timeout < 0:
         raise ConfigError(
             "`--graceful-termination-timeout` must be >= 0; got "

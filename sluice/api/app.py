@@ -43,6 +43,7 @@ def create_app(state: ServingState) -> FastAPI:
         api_key=server.api_key,
         payload_limit=state.config.api.payload_limit,
         shutdown=state.shutdown,
+        send_timeout_s=server.client_stall_timeout,
     )
     if server.otlp_endpoint is not None:
         app.add_middleware(TracingMiddleware)

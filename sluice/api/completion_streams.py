@@ -5,7 +5,7 @@ no `usage`, each prompt's last one with the raw native finish reason and that pr
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
 from sluice.api.chat_responses import SYSTEM_FINGERPRINT, chat_finish_reason, usage
@@ -66,7 +66,7 @@ async def _complete_prompt(
 
 async def completion_events(
     state: ServingState, prompts: Sequence[str], params: GenerationParameters
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """SSE events of every prompt as they come, then [DONE]. A failing prompt sends one error
     event and the others carry on. Leaving early (client gone) cancels every prompt."""
     queue: asyncio.Queue[bytes | None] = asyncio.Queue()

@@ -1,13 +1,20 @@
 """Checks every request must pass before a route sees it: the server not shutting down, the
 API key, the JSON content type and the body size limit. Each refusal is a JSON error body (TGI
-answers some in plain text; the contract's decision is JSON everywhere)."""
+answers some in plain text; the contract's decision is JSON everywhere). It also drops the
+connection of a client that stops reading its response: a response waits on it at most
+`send_timeout_s`, then the request ends (a stream's generation is aborted and its KV blocks
+freed) instead of holding a concurrency permit and its buffered tokens for ever."""
 
+import asyncio
 import hmac
 import json
+import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sluice.api.shutdown import SHUTTING_DOWN, Shutdown
+
+logger = logging.getLogger(__name__)
 
 HEALTH_PATHS = frozenset({"/health", "/ping", "/"})
 """Open without the API key: liveness probes must not need secrets."""
@@ -17,12 +24,19 @@ class RequestGate:
     """Pure ASGI middleware, so that streaming responses pass through untouched."""
 
     def __init__(
-        self, app: ASGIApp, *, api_key: str | None, payload_limit: int, shutdown: Shutdown
+        self,
+        app: ASGIApp,
+        *,
+        api_key: str | None,
+        payload_limit: int,
+        shutdown: Shutdown,
+        send_timeout_s: float,
     ) -> None:
         self.app = app
         self.expected_authorization = None if api_key is None else f"bearer {api_key}".lower()
         self.payload_limit = payload_limit
         self.shutdown = shutdown
+        self.send_timeout_s = send_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -41,9 +55,26 @@ class RequestGate:
             return
         self.shutdown.open_requests += 1
         try:
-            await self._checked(scope, receive, send, headers)
+            await self._checked(scope, receive, self._timed(send), headers)
+        except* _ClientStalled:  # a response's task group may wrap it
+            logger.warning(
+                "dropped %s %s: its client read nothing for %.0f s",
+                scope["method"],
+                scope["path"],
+                self.send_timeout_s,
+            )
         finally:
             self.shutdown.open_requests -= 1
+
+    def _timed(self, send: Send) -> Send:
+        async def send_in_time(message: Message) -> None:
+            try:
+                async with asyncio.timeout(self.send_timeout_s):
+                    await send(message)
+            except TimeoutError:
+                raise _ClientStalled from None
+
+        return send_in_time
 
     async def _checked(
         self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]
@@ -84,6 +115,10 @@ class RequestGate:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+
+class _ClientStalled(Exception):
+    """The client stopped reading: a response could not be handed to it in time."""
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

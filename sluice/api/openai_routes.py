@@ -5,11 +5,11 @@ Errors found before generation (template, tools, completions' suffix and batch s
 status and the native JSON body. Once a stream has started, an error is one in-band event
 `{"error": {"message": ..., "http_status_code": 422}}` and the stream still ends with [DONE]."""
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from sluice.api.chat_responses import ChatReplyShape, chat_finish_reason
 from sluice.api.completion_streams import complete_prompts, completion_events
@@ -32,7 +32,7 @@ from sluice.api.openai_schemas import (
     ModelList,
 )
 from sluice.api.request_timer import RequestTimer
-from sluice.api.sse import DONE_EVENT, openai_error_event, sse_event
+from sluice.api.sse import DONE_EVENT, EventStream, openai_error_event, sse_event
 from sluice.api.state import ServingState, serving_state
 from sluice.errors import (
     ClientBatchSizeError,
@@ -98,7 +98,7 @@ async def chat_completions(request: Request, body: ChatRequest) -> Response:
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         events = _chat_events(run, prompt, include_usage=include_usage)
-        return StreamingResponse(events, media_type="text/event-stream", headers=STREAM_HEADERS)
+        return EventStream(events, headers=STREAM_HEADERS)
     return await unless_disconnected(request, _chat_reply(run, prompt))
 
 
@@ -159,7 +159,7 @@ async def _generate(run: ChatRun, prompt: ChatPrompt) -> _ChatAnswer:
 
 async def _chat_events(
     run: ChatRun, prompt: ChatPrompt, *, include_usage: bool
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     try:
         async for chunk in _chat_chunks(run, prompt, include_usage=include_usage):
             yield sse_event(chunk.model_dump())
@@ -227,7 +227,7 @@ async def completions(request: Request, body: CompletionRequest) -> Response:
     params = completion_parameters(body)
     if body.stream:
         events = completion_events(state, prompts, params)
-        return StreamingResponse(events, media_type="text/event-stream", headers=STREAM_HEADERS)
+        return EventStream(events, headers=STREAM_HEADERS)
     return await unless_disconnected(request, _completion_reply(state, prompts, params))
 
 

@@ -6,7 +6,7 @@ errors travel in-band as an SSE event and the status stays 200, as in TGI."""
 import asyncio
 import dataclasses
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 import msgspec
@@ -28,7 +28,7 @@ from sluice.api.schemas import (
     StreamResponse,
     Token,
 )
-from sluice.api.sse import sse_event
+from sluice.api.sse import EventStream, sse_event
 from sluice.api.state import ServingState, serving_state
 from sluice.errors import SluiceError, ValidationError
 from sluice.frontend.generation import GeneratedToken, TopToken, generate_tokens
@@ -212,12 +212,10 @@ async def generate_stream(request: Request, body: GenerateRequest) -> StreamingR
         "x-compute-type": state.compute_type,
         "x-compute-characters": str(len(body.inputs)),
     }
-    return StreamingResponse(
-        _stream_events(state, body), media_type="text/event-stream", headers=headers
-    )
+    return EventStream(_stream_events(state, body), headers=headers)
 
 
-async def _stream_events(state: ServingState, body: GenerateRequest) -> AsyncIterator[bytes]:
+async def _stream_events(state: ServingState, body: GenerateRequest) -> AsyncGenerator[bytes, None]:
     timer = RequestTimer()
     try:
         state.take_permit()

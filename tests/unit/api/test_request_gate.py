@@ -1,16 +1,20 @@
-"""The request gate while the server drains (api/shutdown.py): new work and health checks get
-503, other reads pass, and it counts the requests it let through until their responses end."""
+"""The request gate: while the server drains (api/shutdown.py) new work and health checks get
+503, other reads pass, and it counts the requests it let through until their responses end; a
+client that stops reading is dropped and its event stream closed."""
 
 import asyncio
+from collections.abc import AsyncGenerator
 
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import Message
 
 from sluice.api.middleware import RequestGate
 from sluice.api.shutdown import SHUTTING_DOWN, Shutdown
+from sluice.api.sse import EventStream
 
 
 def _client(shutdown: Shutdown, seen_open: list[int]) -> httpx.AsyncClient:
@@ -25,7 +29,7 @@ def _client(shutdown: Shutdown, seen_open: list[int]) -> httpx.AsyncClient:
             Route("/generate", answer, methods=["POST"]),
         ]
     )
-    gated = RequestGate(app, api_key=None, payload_limit=1000, shutdown=shutdown)
+    gated = RequestGate(app, api_key=None, payload_limit=1000, shutdown=shutdown, send_timeout_s=60)
     return httpx.AsyncClient(transport=httpx.ASGITransport(gated), base_url="http://sluice")
 
 
@@ -68,3 +72,51 @@ def test_the_deadline_passes_after_the_timeout() -> None:
     assert not shutdown.overdue()
     shutdown.begin()
     assert shutdown.overdue()
+
+
+def test_a_client_that_stops_reading_is_dropped_and_its_stream_closed() -> None:
+    shutdown, closed = Shutdown(timeout_s=90), asyncio.Event()
+
+    async def tokens() -> AsyncGenerator[bytes, None]:
+        try:
+            while True:
+                yield b"data: {}\n\n"
+                await asyncio.sleep(0)
+        finally:  # where a stream releases its permit and aborts its generation
+            closed.set()
+
+    async def stream(request: Request) -> EventStream:
+        return EventStream(tokens())
+
+    app = Starlette(routes=[Route("/generate_stream", stream, methods=["POST"])])
+    gated = RequestGate(
+        app, api_key=None, payload_limit=1000, shutdown=shutdown, send_timeout_s=0.2
+    )
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/generate_stream",
+        "headers": [(b"content-type", b"application/json")],
+        "query_string": b"",
+    }
+    sent: list[Message] = []
+    requests = iter([{"type": "http.request", "body": b"{}", "more_body": False}])
+
+    async def receive() -> Message:
+        for request in requests:
+            return request
+        await asyncio.Event().wait()  # the client never disconnects either
+        raise AssertionError
+
+    async def stalled_send(message: Message) -> None:
+        sent.append(message)
+        if len(sent) > 3:  # the socket's buffers are full: the client reads nothing
+            await asyncio.Event().wait()
+
+    async def run() -> None:
+        async with asyncio.timeout(5):
+            await gated(scope, receive, stalled_send)
+            await asyncio.wait_for(closed.wait(), timeout=2)
+
+    asyncio.run(run())
+    assert sent[0]["status"] == 200 and shutdown.open_requests == 0
