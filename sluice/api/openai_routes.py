@@ -5,7 +5,8 @@ Errors found before generation (template, tools, completions' suffix and batch s
 status and the native JSON body. Once a stream has started, an error is one in-band event
 `{"error": {"message": ..., "http_status_code": 422}}` and the stream still ends with [DONE]."""
 
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+import contextlib
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, replace
 
 from fastapi import APIRouter, Request, Response
@@ -160,9 +161,12 @@ async def _generate(run: ChatRun, prompt: ChatPrompt) -> _ChatAnswer:
 async def _chat_events(
     run: ChatRun, prompt: ChatPrompt, *, include_usage: bool
 ) -> AsyncGenerator[bytes, None]:
+    chunks = _chat_chunks(run, prompt, include_usage=include_usage)
     try:
-        async for chunk in _chat_chunks(run, prompt, include_usage=include_usage):
-            yield sse_event(chunk.model_dump())
+        # Closed as this stream closes, even between two events: that aborts the generation.
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                yield sse_event(chunk.model_dump())
     except SluiceError as error:
         yield openai_error_event(str(error))
     yield DONE_EVENT
@@ -170,7 +174,7 @@ async def _chat_events(
 
 async def _chat_chunks(
     run: ChatRun, prompt: ChatPrompt, *, include_usage: bool
-) -> AsyncIterator[ChatCompletionChunk]:
+) -> AsyncGenerator[ChatCompletionChunk, None]:
     if prompt.tools is None:
         async with counted_generation(run.state, prompt.text, run.params) as generation:
             async for token in generation.tokens:
@@ -179,17 +183,21 @@ async def _chat_chunks(
                     yield run.shape.usage_chunk(generation.num_prompt_tokens, token.index)
         return
     tool_stream = ToolCallStream()
-    async for chunk in _tool_chunks(run, prompt, tool_stream, include_usage=include_usage):
-        yield chunk
+    tool_chunks = _tool_chunks(run, prompt, tool_stream, include_usage=include_usage)
+    async with contextlib.aclosing(tool_chunks):
+        async for chunk in tool_chunks:
+            yield chunk
     if tool_stream.chose_no_tool:
         plain = run.without_tools()
-        async for chunk in _chat_chunks(plain, plain.prepare(), include_usage=include_usage):
-            yield chunk
+        plain_chunks = _chat_chunks(plain, plain.prepare(), include_usage=include_usage)
+        async with contextlib.aclosing(plain_chunks):
+            async for chunk in plain_chunks:
+                yield chunk
 
 
 async def _tool_chunks(
     run: ChatRun, prompt: ChatPrompt, tool_stream: ToolCallStream, *, include_usage: bool
-) -> AsyncIterator[ChatCompletionChunk]:
+) -> AsyncGenerator[ChatCompletionChunk, None]:
     """Nothing until the function name is known, then the arguments as they come; stops at
     `no_tool` (the caller re-runs without tools)."""
     async with counted_generation(run.state, prompt.text, run.params_for(prompt)) as generation:

@@ -4,6 +4,7 @@ Errors before a stream starts get a status code and a JSON body; once a stream h
 errors travel in-band as an SSE event and the status stays 200, as in TGI."""
 
 import asyncio
+import contextlib
 import dataclasses
 import secrets
 from collections.abc import AsyncGenerator
@@ -226,10 +227,14 @@ async def _stream_events(state: ServingState, body: GenerateRequest) -> AsyncGen
     try:
         validated = _validate(state, body, streaming=True)
         timer.mark_validated(validated)
+        tokens = generate_tokens(state.client, state.tokenizer, validated)
+        # Closed as this stream closes, even when it is closed between two events (a client
+        # that stopped reading, see api/sse.py): that aborts the generation.
         with counting_drops(state.metrics):
-            async for token in generate_tokens(state.client, state.tokenizer, validated):
-                timer.mark_token(token)
-                yield sse_event(_stream_event(token, body, validated))
+            async with contextlib.aclosing(tokens):
+                async for token in tokens:
+                    timer.mark_token(token)
+                    yield sse_event(_stream_event(token, body, validated))
     except SluiceError as error:
         state.metrics.observe_failure(error)
         yield sse_event(error_body(error))

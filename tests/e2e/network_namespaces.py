@@ -1,5 +1,6 @@
 """Two "hosts" on this machine: Linux network namespaces joined by a veth pair, plus a veth
-from the test's own namespace to the first, through which the test reaches its HTTP API. Only
+from the test's own namespace to the first, through which the test reaches its HTTP API (or
+one such host, with small TCP send buffers). Only
 the addresses given here carry traffic, and everything is deleted on the way out, also when
 the test fails. Needs root and iproute2."""
 
@@ -85,6 +86,43 @@ def two_hosts() -> Iterator[TwoHosts]:
         subprocess.run(["ip", "link", "del", api_link], capture_output=True)
         for host in hosts:  # deleting a namespace deletes the links inside it
             subprocess.run(["ip", "netns", "del", host], capture_output=True)
+
+
+SMALL_HOST_SUBNET = "10.233.{}"
+
+
+@dataclass(frozen=True, slots=True)
+class OneHost:
+    namespace: str
+    address: str
+    """The host's address on the link from the test's namespace."""
+
+    def command(self) -> tuple[str, ...]:
+        return ("ip", "netns", "exec", self.namespace)
+
+
+@contextmanager
+def host_with_small_send_buffers(max_bytes: int) -> Iterator[OneHost]:
+    """One "host" whose TCP send buffers stay at `max_bytes` (loopback's grow to megabytes,
+    which would swallow a whole token stream), reached from the test's namespace by a veth."""
+    tag = os.getpid() % 200 + 20
+    host, link = f"sluice-small-{tag}", f"sls{tag}"
+    net = SMALL_HOST_SUBNET.format(tag)
+    try:
+        _ip("netns", "add", host)
+        _ip("-n", host, "link", "set", "lo", "up")
+        sysctl = f"net.ipv4.tcp_wmem=4096 {max_bytes} {max_bytes}"
+        subprocess.run(["ip", "netns", "exec", host, "sysctl", "-qw", sysctl], check=True)
+        _ip("link", "add", link, "type", "veth", "peer", "name", f"{link}b")
+        _ip("link", "set", f"{link}b", "netns", host)
+        _ip("addr", "add", f"{net}.1/24", "dev", link)
+        _ip("link", "set", link, "up")
+        _ip("-n", host, "addr", "add", f"{net}.2/24", "dev", f"{link}b")
+        _ip("-n", host, "link", "set", f"{link}b", "up")
+        yield OneHost(host, f"{net}.2")
+    finally:
+        subprocess.run(["ip", "link", "del", link], capture_output=True)
+        subprocess.run(["ip", "netns", "del", host], capture_output=True)
 
 
 def _ip(*args: str) -> None:
