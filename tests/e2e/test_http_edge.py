@@ -108,6 +108,29 @@ def test_requests_beyond_max_concurrent_get_429(guarded: SluiceServer) -> None:
     assert events == [{"error": "Model is overloaded", "error_type": "overloaded"}]
 
 
+def test_a_burst_of_ten_times_the_concurrency_limit_gets_answers_or_429(
+    guarded: SluiceServer,
+) -> None:
+    body = {"inputs": PROMPTS[0], "parameters": {"max_new_tokens": 30, "ignore_eos": True}}
+    limit = 2  # --max-concurrent-requests of this server
+    with concurrent.futures.ThreadPoolExecutor(10 * limit) as pool:
+        burst = [
+            pool.submit(
+                httpx.post, f"{guarded.url}/generate", json=body, headers=_auth(), timeout=120
+            )
+            for _ in range(10 * limit)
+        ]
+        responses = [future.result() for future in burst]
+
+    statuses = sorted(response.status_code for response in responses)
+    assert set(statuses) <= {200, 429} and statuses.count(200) >= limit, statuses
+    assert statuses.count(429) >= limit  # the burst arrives well within one answer's time
+    for response in responses:
+        if response.status_code == 429:
+            assert response.json() == {"error": "Model is overloaded", "error_type": "overloaded"}
+    assert httpx.get(f"{guarded.url}/health").status_code == 200
+
+
 def _wait_until_in_flight(server: SluiceServer, count: int) -> None:
     """Until the server's batch holds `count` running requests."""
     for _ in range(600):
