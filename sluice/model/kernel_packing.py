@@ -73,10 +73,11 @@ def pack_dense_weights(model: nn.Module) -> None:
         if not (is_dense or isinstance(module, ParallelLMHead)) or not _packable(module.weight):
             continue
         packed = pack(module.weight)
-        packed_bytes += packed.numel() * packed.element_size()
+        size = packed.numel() * packed.element_size()
+        packed_bytes += size
         if isinstance(module, ParallelLMHead) and id(module.weight) in shared:
             module.packed_weight = packed
-            extra_bytes += packed.numel() * packed.element_size()
+            extra_bytes += size
         else:
             module.weight = packed
     logger.info(

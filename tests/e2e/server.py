@@ -142,9 +142,13 @@ def metric_samples(text: str, name: str) -> dict[str, float]:
 
 
 def running_server(
-    tmp_dir: Path, name: str, flags: Sequence[str] = (), command: Sequence[str] = SLUICE_COMMAND
+    tmp_dir: Path,
+    name: str,
+    flags: Sequence[str] = (),
+    command: Sequence[str] = SLUICE_COMMAND,
+    host: str = "127.0.0.1",
 ) -> Iterator[SluiceServer]:
-    server = SluiceServer(*flags, log_path=tmp_dir / f"{name}.log", command=command)
+    server = SluiceServer(*flags, log_path=tmp_dir / f"{name}.log", command=command, host=host)
     try:
         server.health_statuses_until_ready()
         yield server

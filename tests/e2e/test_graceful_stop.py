@@ -9,14 +9,14 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.server import SHORT_PROMPTS_FLAGS, SluiceServer, wait_for_exit
+from tests.e2e.server import SHORT_PROMPTS_FLAGS, SluiceServer, running_server, wait_for_exit
 
 SHUTTING_DOWN = {"error": "The server is shutting down", "error_type": "unhealthy"}
 
@@ -66,14 +66,10 @@ class _Call(threading.Thread):
         self.response = httpx.post(f"{self.url}/generate", json=self.body, timeout=120)
 
 
-@contextlib.contextmanager
-def _server(tmp_path: Path, *flags: str) -> Iterator[SluiceServer]:
-    server = SluiceServer(*SHORT_PROMPTS_FLAGS, *flags, log_path=tmp_path / "server.log")
-    try:
-        server.health_statuses_until_ready()
-        yield server
-    finally:
-        server.stop()
+def _server(tmp_path: Path, *flags: str) -> contextlib.AbstractContextManager[SluiceServer]:
+    return contextlib.contextmanager(running_server)(
+        tmp_path, "server", (*SHORT_PROMPTS_FLAGS, *flags)
+    )
 
 
 def _in_flight(

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.e2e.network_namespaces import OneHost, host_with_small_send_buffers, missing_tools
-from tests.e2e.server import SHORT_PROMPTS_FLAGS, SluiceServer, metric_samples
+from tests.e2e.server import SHORT_PROMPTS_FLAGS, SluiceServer, metric_samples, running_server
 
 pytestmark = pytest.mark.skipif(missing_tools() is not None, reason=str(missing_tools()))
 
@@ -31,19 +31,13 @@ def host() -> Iterator[OneHost]:
 @pytest.fixture
 def server(host: OneHost, tmp_path: Path) -> Iterator[SluiceServer]:
     flags = (*SHORT_PROMPTS_FLAGS, "--client-stall-timeout", str(STALL_TIMEOUT_S))
-    server = SluiceServer(
-        *flags,
-        "--max-concurrent-requests",
-        "2",
-        log_path=tmp_path / "server.log",
+    yield from running_server(
+        tmp_path,
+        "server",
+        (*flags, "--max-concurrent-requests", "2"),
         command=(*host.command(), sys.executable, "-m", "sluice"),
         host=host.address,
     )
-    try:
-        server.health_statuses_until_ready()
-        yield server
-    finally:
-        server.stop()
 
 
 def _blocks_in_use(server: SluiceServer) -> float:
