@@ -1,6 +1,7 @@
 """Drives a ModelRunner for parity tests: directly (no scheduler), one request at a time with
 blocks handed out in order; or through the real scheduler, many requests together."""
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,9 @@ from sluice.sampling_params import SamplingParams
 from sluice.speculative.draft_model import DraftModel
 
 BLOCK_SIZE = 16
+TEST_DEVICE = torch.device(os.environ.get("SLUICE_TEST_DEVICE", "cpu"))
+"""Where the model runs: the CPU unless `SLUICE_TEST_DEVICE` names another (`cuda` on a GPU
+machine runs the same parity tests there; references stay on the CPU)."""
 
 
 def build_runner(
@@ -40,7 +44,7 @@ def build_runner(
     `quantize`: as `--quantize`; the checkpoint's own scheme applies regardless, its packed
     kernels computing in `kernel_dtype` (None: `dtype`). `parallel`: the shard to build, in a
     process that has joined the shards' group."""
-    device = torch.device("cpu")
+    device = TEST_DEVICE
     backend = attention_backend_for(device)
     config = read_hf_config(path)
     model = load_model(
@@ -72,7 +76,7 @@ def prefill_logits(
         with torch.inference_mode():
             hidden = runner.forward(plan)
         rows.append(runner.model.compute_logits(hidden))
-    return torch.cat(rows)
+    return torch.cat(rows).cpu()
 
 
 def greedy_generate(runner: ModelRunner, prompt: list[int], max_new_tokens: int) -> list[int]:

@@ -112,8 +112,9 @@ def test_a_perturbed_draft_gets_some_drafts_rejected_and_changes_no_output(
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():  # noise of 15% of each weight's spread: it still guesses often
         for param in perturbed.model.parameters():
-            noise = torch.randn(param.shape, generator=generator) * 0.15 * param.float().std()
-            param.add_(noise.to(param.dtype))
+            spread = param.float().std().item()
+            noise = torch.randn(param.shape, generator=generator) * 0.15 * spread
+            param.add_(noise.to(param.device, param.dtype))
     if packs_weights(torch.bfloat16, runner.device):
         pack_dense_weights(perturbed.model)
     runner.draft_model = perturbed

@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 
 from sluice.weights.sources import resolve_model
 from tests.model.quantized_checkpoints import write_quantized_pair
-from tests.model.runner_driver import build_runner, prefill_logits
+from tests.model.runner_driver import TEST_DEVICE, build_runner, prefill_logits
 
 PROMPT = (
     "<|im_start|>user\nWhy is the sea salty? Answer briefly.<|im_end|>\n<|im_start|>assistant\n"
@@ -40,6 +40,8 @@ SCHEMES = {
 def test_quantized_checkpoint_computes_what_its_dequantized_weights_compute(
     tmp_path: Path, scheme: dict[str, object]
 ) -> None:
+    if scheme["bits"] == 4 and TEST_DEVICE.type != "cpu":
+        pytest.skip("int4 linears run on the CPU only (sluice/quantization/int4_linear.py)")
     source = resolve_model().path
     write_quantized_pair(source, tmp_path / "quantized", tmp_path / "dequantized", scheme)
     token_ids = AutoTokenizer.from_pretrained(source)(PROMPT)["input_ids"]

@@ -22,7 +22,7 @@ def _inverse_frequencies(config: PretrainedConfig, head_dim: int) -> tuple[torch
     rope_type = str(params.get("rope_type", params.get("type", "default")))
     if rope_type == "default":
         theta = float(params.get("rope_theta", getattr(config, "rope_theta", 10000.0)))  # type: ignore[arg-type]
-        exponents = torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim
+        exponents = torch.arange(0, head_dim, 2, dtype=torch.float, device="cpu") / head_dim
         return 1.0 / (theta**exponents), 1.0
     if rope_type not in ROPE_INIT_FUNCTIONS:
         raise ValueError(f"unsupported rope type {rope_type!r}")
@@ -33,12 +33,15 @@ def _inverse_frequencies(config: PretrainedConfig, head_dim: int) -> tuple[torch
 class RotaryEmbedding(nn.Module):
     def __init__(self, config: PretrainedConfig, head_dim: int, max_positions: int) -> None:
         super().__init__()
+        # The tables are computed on the CPU whatever the model's device, so that every device
+        # rotates by the same bits; then they move where the model is being built.
         inv_freq, scaling = _inverse_frequencies(config, head_dim)
-        positions = torch.arange(max_positions, dtype=torch.float)
+        positions = torch.arange(max_positions, dtype=torch.float, device="cpu")
         freqs = torch.outer(positions, inv_freq)  # [max_positions, head_dim / 2]
         angles = torch.cat((freqs, freqs), dim=-1)  # [max_positions, head_dim]
-        self.register_buffer("cos", angles.cos() * scaling, persistent=False)
-        self.register_buffer("sin", angles.sin() * scaling, persistent=False)
+        device = torch.get_default_device()
+        self.register_buffer("cos", (angles.cos() * scaling).to(device), persistent=False)
+        self.register_buffer("sin", (angles.sin() * scaling).to(device), persistent=False)
 
     def forward(
         self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor
