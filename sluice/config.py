@@ -102,6 +102,17 @@ class ServerConfig:
     graceful_termination_timeout: float = 90.0
     """Seconds that accepted requests may run on after SIGTERM or SIGINT (TGI:
     GRACEFUL_TERMINATION_TIMEOUT)."""
+    max_connections: int = 1024
+    """Open connections beyond which a new one is answered 503 and closed (sluice's)."""
+    max_header_bytes: int = 8192 + 4096 * 100
+    """Largest request line and headers, else 431: hyper's read buffer, which bounds them in
+    TGI (sluice's flag)."""
+    request_read_timeout: float = 30.0
+    """Seconds a request may take to arrive whole, else 408 (sluice's; hyper's header read
+    timeout, which TGI uses, is 30 s and covers the head only)."""
+    tcp_keepalive: float = 60.0
+    """Seconds of silence on a connection before TCP keep-alive probes; a peer gone without
+    closing is noticed after about twice this and its request aborted (sluice's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,10 +170,14 @@ def check_config(config: SluiceConfig) -> None:
     if not 0 < config.server.port < 65536:
         raise ConfigError(f"`--port` must be between 1 and 65535; got {config.server.port}")
     _check_sharding(config.sharding)
-    if config.server.client_stall_timeout <= 0:
-        raise ConfigError(
-            f"`--client-stall-timeout` must be > 0; got {config.server.client_stall_timeout}"
-        )
+    for flag, value in (
+        ("--client-stall-timeout", config.server.client_stall_timeout),
+        ("--max-connections", config.server.max_connections),
+        ("--max-header-bytes", config.server.max_header_bytes),
+        ("--request-read-timeout", config.server.request_read_timeout),
+        ("--tcp-keepalive", config.server.tcp_keepalive),
+    ):
+        _require_positive(flag, value)
     if config.server.graceful_termination_timeout < 0:
         raise ConfigError(
             "`--graceful-termination-timeout` must be >= 0; got "
@@ -277,6 +292,6 @@ def _check_sharding(sharding: ShardingConfig) -> None:
         )
 
 
-def _require_positive(flag: str, value: int) -> None:
+def _require_positive(flag: str, value: float) -> None:
     if value <= 0:
         raise ConfigError(f"`{flag}` must be > 0; got {value}")

@@ -96,9 +96,20 @@ class OneHost:
     namespace: str
     address: str
     """The host's address on the link from the test's namespace."""
+    link: str
+    """That link's end in the test's namespace."""
 
     def command(self) -> tuple[str, ...]:
         return ("ip", "netns", "exec", self.namespace)
+
+    @contextmanager
+    def unplugged(self) -> Iterator[None]:
+        """The link down, as a pulled cable: nothing passes, and neither end is told."""
+        _ip("link", "set", self.link, "down")
+        try:
+            yield
+        finally:
+            _ip("link", "set", self.link, "up")
 
 
 @contextmanager
@@ -119,7 +130,7 @@ def host_with_small_send_buffers(max_bytes: int) -> Iterator[OneHost]:
         _ip("link", "set", link, "up")
         _ip("-n", host, "addr", "add", f"{net}.2/24", "dev", f"{link}b")
         _ip("-n", host, "link", "set", f"{link}b", "up")
-        yield OneHost(host, f"{net}.2")
+        yield OneHost(host, f"{net}.2", link)
     finally:
         subprocess.run(["ip", "link", "del", link], capture_output=True)
         subprocess.run(["ip", "netns", "del", host], capture_output=True)

@@ -39,6 +39,7 @@ class SluiceServer:
         env: Mapping[str, str] | None = None,
     ) -> None:
         """`host`: the address it listens on and is reached at."""
+        self.host = host
         self.port = free_port()
         self.url = f"http://{host}:{self.port}"
         self.log_path = log_path

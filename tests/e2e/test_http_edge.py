@@ -1,8 +1,10 @@
 """What the HTTP edge refuses before a route runs: API key (401), content type (415), body
-size (413), concurrency (429); and CORS."""
+size (413), concurrency (429), open connections (503), request heads over their size (431),
+requests that do not arrive in time (408); and CORS."""
 
 import concurrent.futures
 import json
+import socket
 import time
 from collections.abc import Iterator
 
@@ -13,6 +15,8 @@ from tests.e2e.server import SHORT_PROMPTS_FLAGS, SluiceServer, running_server, 
 from tests.e2e.test_generate import PROMPTS
 
 API_KEY = "Sesame-42"
+MAX_CONNECTIONS = 32
+READ_TIMEOUT_S = 2
 FLAGS = (
     "--api-key",
     API_KEY,
@@ -23,6 +27,8 @@ FLAGS = (
     "--max-concurrent-requests",
     "2",
     "--json-output",
+    *("--max-connections", str(MAX_CONNECTIONS)),
+    *("--max-header-bytes", "16384", "--request-read-timeout", str(READ_TIMEOUT_S)),
     *SHORT_PROMPTS_FLAGS,
 )
 
@@ -160,3 +166,63 @@ def test_json_output_logs_json_lines(guarded: SluiceServer) -> None:
     records = [json.loads(line) for line in lines]
     assert {"server", "engine"} <= {record["process"] for record in records}
     assert all({"timestamp", "level", "message", "target"} <= set(record) for record in records)
+
+
+def test_a_request_head_over_max_header_bytes_gets_431(guarded: SluiceServer) -> None:
+    response = httpx.get(f"{guarded.url}/health", headers={"X-Padding": "a" * 20_000})
+    assert response.status_code == 431
+    assert response.text == "Request line and headers exceed 16384 bytes"
+    assert httpx.get(f"{guarded.url}/health", headers={"X-Padding": "a" * 8_000}).is_success
+
+
+@pytest.mark.parametrize("stalls_in", ["head", "body"])
+def test_a_request_that_does_not_arrive_in_time_gets_408(
+    guarded: SluiceServer, stalls_in: str
+) -> None:
+    body = b'{"inputs": "Hi", "parameters": {"max_new_tokens": 2}}'
+    head = (
+        f"POST /generate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    whole = head + body
+    cut = len(head) // 2 if stalls_in == "head" else len(head) + 5
+    with socket.create_connection((guarded.host, guarded.port)) as sock:
+        sock.settimeout(10)
+        started = time.monotonic()
+        # A byte a second keeps the connection busy, and does not extend the deadline.
+        sock.sendall(whole[: cut - 5])
+        for index in range(cut - 5, cut):
+            sock.sendall(whole[index : index + 1])
+            time.sleep(1)
+        reply = _read_until_closed(sock)
+    assert reply.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert reply.endswith(f"did not arrive whole in {READ_TIMEOUT_S} s".encode())
+    assert time.monotonic() - started < READ_TIMEOUT_S + 5
+    # A request that arrives in time on a connection of its own is served as ever.
+    assert httpx.post(f"{guarded.url}/generate", content=body, headers=_json_auth()).is_success
+
+
+def test_connections_over_max_connections_get_503_until_some_close(
+    guarded: SluiceServer,
+) -> None:
+    idle = [socket.create_connection((guarded.host, guarded.port)) for _ in range(MAX_CONNECTIONS)]
+    try:
+        refused = httpx.get(f"{guarded.url}/health")
+    finally:
+        for sock in idle:
+            sock.close()
+    assert refused.status_code == 503
+    assert refused.json() == {"error": "Too many open connections", "error_type": "overloaded"}
+    time.sleep(0.5)  # the server sees the closes
+    assert httpx.get(f"{guarded.url}/health").status_code == 200
+
+
+def _json_auth() -> dict[str, str]:
+    return {**_auth(), "Content-Type": "application/json"}
+
+
+def _read_until_closed(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(4096):
+        chunks.append(chunk)
+    return b"".join(chunks)
