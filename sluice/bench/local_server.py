@@ -17,6 +17,15 @@ READY_TIMEOUT_S = 300
 @contextlib.contextmanager
 def local_server(*flags: str, env: Mapping[str, str] | None = None) -> Iterator[str]:
     """A running server with these extra `sluice serve` flags; yields its base URL."""
+    with local_server_process(*flags, env=env) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def local_server_process(
+    *flags: str, env: Mapping[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """As `local_server`, also yielding the `sluice serve` process (to watch its resources)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
@@ -29,7 +38,7 @@ def local_server(*flags: str, env: Mapping[str, str] | None = None) -> Iterator[
     )
     try:
         _wait_ready(url, server)
-        yield url
+        yield url, server
     finally:
         server.terminate()
         server.wait(timeout=60)
