@@ -11,6 +11,7 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import httpx
 
@@ -169,14 +170,22 @@ async def _stream(
                 return Result(Outcome.ANSWERED)
             event = json.loads(payload)
             if "error" in event:  # overloaded: TGI's stream answer beyond the permits
-                refused = event.get("error_type") == "overloaded"
-                return Result(Outcome.REFUSED if refused else Outcome.ERROR_EVENT, event["error"])
+                return _judge_error_event(event)
             events += 1
             if leave_after is not None and events >= leave_after:
                 return Result(Outcome.LEFT)
             if event.get("generated_text") is not None:  # the native stream's last event
                 return Result(Outcome.ANSWERED)
     return Result(Outcome.FAILED, f"the stream ended after {events} events, unfinished")
+
+
+def _judge_error_event(event: dict[str, Any]) -> Result:
+    """A native stream's error event names its type; a chat stream's (TGI's OpenAI shape,
+    `{"error": {"message": ..., "http_status_code": 422}}`) only its message."""
+    error = event["error"]
+    message = error["message"] if isinstance(error, dict) else error
+    overloaded = event.get("error_type") == "overloaded" or message == "Model is overloaded"
+    return Result(Outcome.REFUSED if overloaded else Outcome.ERROR_EVENT, str(message))
 
 
 async def run_one(
