@@ -11,7 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from sluice import __version__
-from sluice.api import openai_routes, tgi_routes, tokenize_routes
+from sluice.api import openai_routes, playground_routes, tgi_routes, tokenize_routes
 from sluice.api.error_mapping import error_body, status_for
 from sluice.api.middleware import RequestGate
 from sluice.api.state import ServingState
@@ -33,6 +33,7 @@ def create_app(state: ServingState) -> FastAPI:
     app.include_router(tgi_routes.router)
     app.include_router(openai_routes.router)
     app.include_router(tokenize_routes.router)
+    app.include_router(playground_routes.router)
     app.add_exception_handler(RequestValidationError, _malformed_body)
     app.add_exception_handler(SluiceError, _sluice_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -12,6 +12,7 @@ import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sluice.api.playground_routes import PAGE_PATH
 from sluice.api.shutdown import SHUTTING_DOWN, Shutdown
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,9 @@ class RequestGate:
             # No new work, and a health check that sends the load balancer elsewhere.
             await _refuse(send, 503, SHUTTING_DOWN, "unhealthy")
             return
-        if not is_health and not self._is_authorized(headers):
+        # The playground's page and assets are static files (the page asks for the key).
+        is_page = scope["method"] == "GET" and scope["path"].startswith(PAGE_PATH)
+        if not (is_health or is_page) and not self._is_authorized(headers):
             await _refuse(send, 401, "Unauthorized", "unauthorized")
             return
         self.shutdown.open_requests += 1

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from sluice import __version__
 from sluice.api.disconnect import counting_drops, unless_disconnected
 from sluice.api.error_mapping import ERROR_RESPONSES, error_body, status_for
+from sluice.api.playground_routes import page_redirect, wants_page
 from sluice.api.request_timer import RequestTimer
 from sluice.api.schemas import (
     BestOfSequence,
@@ -43,6 +44,8 @@ router = APIRouter()
 @router.get("/", include_in_schema=False)
 @router.get("/ping", include_in_schema=False)
 async def health(request: Request) -> Response:
+    if request.url.path == "/" and wants_page(request):
+        return page_redirect()
     if serving_state(request).client.is_healthy:
         return Response(status_code=200)
     return JSONResponse({"error": "unhealthy", "error_type": "healthcheck"}, status_code=503)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from sluice.model.loader import resolve_dtype
+from tests.e2e.guarded import GUARDED_FLAGS
 from tests.e2e.otlp_collector import OTLP_SERVICE_NAME, OtlpCollector, running_collector
 from tests.e2e.server import SluiceServer, running_server
 
@@ -14,6 +15,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SluiceServer]:
     """The default model with default flags (bfloat16 on CPUs with native bf16, else
     float32)."""
     yield from running_server(tmp_path_factory.mktemp("server"), "default")
+
+
+@pytest.fixture(scope="session")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SluiceServer]:
+    """A server with an API key and low limits (tests/e2e/guarded.py)."""
+    yield from running_server(tmp_path_factory.mktemp("guarded"), "guarded", GUARDED_FLAGS)
 
 
 @pytest.fixture(scope="session")

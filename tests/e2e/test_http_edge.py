@@ -6,36 +6,13 @@ import concurrent.futures
 import json
 import socket
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.e2e.server import SHORT_PROMPTS_FLAGS, SluiceServer, running_server, stream_events
+from tests.e2e.guarded import API_KEY, MAX_CONNECTIONS, READ_TIMEOUT_S
+from tests.e2e.server import SluiceServer, stream_events
 from tests.e2e.test_generate import PROMPTS
-
-API_KEY = "Sesame-42"
-MAX_CONNECTIONS = 32
-READ_TIMEOUT_S = 2
-FLAGS = (
-    "--api-key",
-    API_KEY,
-    "--payload-limit",
-    "5000",
-    "--cors-allow-origin",
-    "http://allowed.example",
-    "--max-concurrent-requests",
-    "2",
-    "--json-output",
-    *("--max-connections", str(MAX_CONNECTIONS)),
-    *("--max-header-bytes", "16384", "--request-read-timeout", str(READ_TIMEOUT_S)),
-    *SHORT_PROMPTS_FLAGS,
-)
-
-
-@pytest.fixture(scope="module")
-def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SluiceServer]:
-    yield from running_server(tmp_path_factory.mktemp("guarded"), "guarded", FLAGS)
 
 
 def _auth(key: str = API_KEY) -> dict[str, str]:
