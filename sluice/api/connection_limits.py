@@ -16,6 +16,7 @@ Idle connections between requests close after uvicorn's keep-alive timeout (5 s)
 import asyncio
 import json
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -50,7 +51,7 @@ class ConnectionLimits:
         )
 
 
-def limited_protocol(limits: ConnectionLimits) -> Any:
+def limited_protocol(limits: ConnectionLimits) -> Callable[..., "LimitedH11Protocol"]:
     """The protocol factory to pass to uvicorn's `Config(http=...)`."""
     return partial(LimitedH11Protocol, limits=limits)
 
