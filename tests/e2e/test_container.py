@@ -1,8 +1,9 @@
 """The CPU container image, built from the Dockerfile by scripts/build_image.sh (a base from
 Debian's packages, then podman) and started as TGI's `docker run` line starts TGI's: port 80
 mapped, a /data volume holding the model, TGI's flags. It answers /generate and
-/generate_stream, and SIGTERM drains it to exit status 0. Skipped where podman, runc or
-mmdebstrap are missing (CI does not install them: the build takes minutes)."""
+/generate_stream, comes up without any network too, and SIGTERM drains it to exit status 0.
+Skipped where podman, runc or mmdebstrap are missing (CI does not install them: the build
+takes minutes)."""
 
 import os
 import resource
@@ -67,10 +68,33 @@ def test_the_cpu_image_serves_like_tgi_and_drains_on_sigterm(tmp_path: Path) -> 
             events = stream_events(client, url, body)
         assert events[-1]["generated_text"] == answer.json()["generated_text"]
 
+        _check_serves_without_network(data, limits)
+
         _podman("stop", "--time", "60", name)  # SIGTERM, then SIGKILL after 60 s
         assert _podman("inspect", "--format", "{{.State.ExitCode}}", name) == "0"
         logs = subprocess.run(["podman", "logs", name], capture_output=True, text=True)
         assert "loaded the C++ kernels prebuilt for" in logs.stderr + logs.stdout
+    finally:
+        subprocess.run(["podman", "rm", "--force", name], capture_output=True)
+
+
+def _check_serves_without_network(data: Path, limits: tuple[str, ...]) -> None:
+    """Once the model is in /data, the image needs no network: it comes up healthy in a
+    container that has none (asked from inside, since no port can be mapped)."""
+    name = f"sluice-offline-{free_port()}"
+    run = ("run", "--runtime", "runc", "--detach", "--network", "none", "--name", name)
+    _podman(*run, *limits, "-v", f"{data}:/data", IMAGE, *TGI_FLAGS)
+    probe = "import urllib.request as r; print(r.urlopen('http://127.0.0.1/health').status)"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            answer = subprocess.run(
+                ["podman", "exec", name, "python3", "-c", probe], capture_output=True, text=True
+            )
+            if answer.stdout.strip() == "200":
+                return
+            time.sleep(1)
+        raise TimeoutError("the container without network never became healthy")
     finally:
         subprocess.run(["podman", "rm", "--force", name], capture_output=True)
 

@@ -203,3 +203,13 @@ def _read_until_closed(sock: socket.socket) -> bytes:
     while chunk := sock.recv(4096):
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def test_an_idle_keep_alive_connection_is_closed(guarded: SluiceServer) -> None:
+    with socket.create_connection((guarded.host, guarded.port)) as sock:
+        sock.settimeout(15)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 OK\r\n")
+        idle_since = time.monotonic()
+        assert _read_until_closed(sock) == b""
+    assert time.monotonic() - idle_since < 10  # uvicorn's keep-alive timeout: 5 s
