@@ -56,8 +56,8 @@ def test_the_cpu_image_serves_like_tgi_and_drains_on_sigterm(tmp_path: Path) -> 
     limits = ("--ulimit", f"nofile={files}:{files}", "--ulimit", "nproc=32768:32768")
     run = ["podman", "run", "--runtime", "runc", "--detach", "--name", name, *limits]
     launched = time.monotonic()
-    _podman(*run[1:], "-p", f"127.0.0.1:{port}:80", "-v", f"{data}:/data", IMAGE, *TGI_FLAGS)
-    try:
+    try:  # a run that fails may still leave its container
+        _podman(*run[1:], "-p", f"127.0.0.1:{port}:80", "-v", f"{data}:/data", IMAGE, *TGI_FLAGS)
         url = f"http://127.0.0.1:{port}"
         _wait_healthy(url, name)
         print(f"healthy {time.monotonic() - launched:.0f} s after `podman run`")
@@ -83,9 +83,9 @@ def _check_serves_without_network(data: Path, limits: tuple[str, ...]) -> None:
     container that has none (asked from inside, since no port can be mapped)."""
     name = f"sluice-offline-{free_port()}"
     run = ("run", "--runtime", "runc", "--detach", "--network", "none", "--name", name)
-    _podman(*run, *limits, "-v", f"{data}:/data", IMAGE, *TGI_FLAGS)
     probe = "import urllib.request as r; print(r.urlopen('http://127.0.0.1/health').status)"
     try:
+        _podman(*run, *limits, "-v", f"{data}:/data", IMAGE, *TGI_FLAGS)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             answer = subprocess.run(
