@@ -14,7 +14,7 @@ import uvicorn
 from transformers import PreTrainedTokenizerBase
 
 from sluice.api.app import create_app
-from sluice.api.connection_limits import ConnectionLimits, limited_protocol
+from sluice.api.connection_limits import limited_protocol
 from sluice.api.metrics import ServerMetrics
 from sluice.api.shutdown import SHUTTING_DOWN, Shutdown
 from sluice.api.state import ServingState
@@ -99,7 +99,7 @@ def serve(config: SluiceConfig) -> int:
                 log_level="warning",
                 log_config=None,  # uvicorn's records go through our handlers (text or JSON)
                 timeout_graceful_shutdown=5,
-                http=limited_protocol(ConnectionLimits.of(config.server)),
+                http=limited_protocol(config.server),
                 h11_max_incomplete_event_size=config.server.max_header_bytes,
             ),
             shutdown,

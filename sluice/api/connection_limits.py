@@ -17,7 +17,6 @@ import asyncio
 import json
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -32,32 +31,14 @@ sends: closing a socket with unread data resets it, which can destroy the answer
 KEEPALIVE_PROBES = 4
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectionLimits:
-    """As `ServerConfig` documents them (its defaults are the server's)."""
-
-    max_connections: int
-    max_header_bytes: int
-    request_read_timeout: float
-    tcp_keepalive: float
-
-    @classmethod
-    def of(cls, server: ServerConfig) -> "ConnectionLimits":
-        return cls(
-            max_connections=server.max_connections,
-            max_header_bytes=server.max_header_bytes,
-            request_read_timeout=server.request_read_timeout,
-            tcp_keepalive=server.tcp_keepalive,
-        )
-
-
-def limited_protocol(limits: ConnectionLimits) -> Callable[..., "LimitedH11Protocol"]:
-    """The protocol factory to pass to uvicorn's `Config(http=...)`."""
+def limited_protocol(limits: ServerConfig) -> Callable[..., "LimitedH11Protocol"]:
+    """The protocol factory to pass to uvicorn's `Config(http=...)`, enforcing the connection
+    limits of `limits` (its fields document them)."""
     return partial(LimitedH11Protocol, limits=limits)
 
 
 class LimitedH11Protocol(H11Protocol):
-    def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, limits: ServerConfig, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.limits = limits
         self.read_deadline: asyncio.TimerHandle | None = None

@@ -139,11 +139,12 @@ def _load_portable_kernels() -> torch._ops._OpNamespace | None:
         return None
     here = cpu_flags()
     for level, (arch_flags, needs) in PORTABLE.items():
-        path = Path(directory) / f"{library_name(arch_flags)}.so"
+        name = library_name(arch_flags)
+        path = Path(directory) / f"{name}.so"
         if needs <= here and path.is_file():
             torch.ops.load_library(str(path))
             logger.info("loaded the C++ kernels prebuilt for %s from %s", level, directory)
-            return getattr(torch.ops, library_name(arch_flags))
+            return getattr(torch.ops, name)
     logger.warning("%s holds no kernels this CPU runs; building them here", directory)
     return None
 

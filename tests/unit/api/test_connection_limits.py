@@ -8,7 +8,8 @@ import pytest
 from uvicorn import Config
 from uvicorn.server import ServerState
 
-from sluice.api.connection_limits import ConnectionLimits, LimitedH11Protocol
+from sluice.api.connection_limits import LimitedH11Protocol
+from sluice.config import ServerConfig
 
 LIMIT = 100
 
@@ -54,7 +55,7 @@ async def _app(scope: object, receive: object, send: Callable[[dict], Awaitable[
 
 
 def _feed(loop: asyncio.AbstractEventLoop, chunks: list[bytes]) -> bytes:
-    limits = ConnectionLimits(
+    limits = ServerConfig(
         max_connections=10, max_header_bytes=LIMIT, request_read_timeout=30, tcp_keepalive=60
     )
     state = ServerState()
